@@ -1,0 +1,40 @@
+//! ddserver's authoritative DNS responder.
+//!
+//! Layers, from the wire inwards (STYLE habit 6: I/O backends plug in around
+//! a pure function):
+//!
+//! ```text
+//!  io::{portable, uring, tcp}   sockets, batches, worker threads   (owns syscalls)
+//!          │ query bytes, response buffer
+//!          ▼
+//!  handle::handle               pure function over bytes           (no I/O, no alloc)
+//!          │ lookups
+//!          ▼
+//!  snapshot::Snapshot           immutable, pre-rendered RRsets     (published by arc-swap)
+//! ```
+//!
+//! The packet path never imports SQL, HTTP or the web UI: data reaches it only
+//! through the snapshot, which is built off the packet path.
+
+pub mod handle;
+pub mod io;
+pub mod snapshot;
+pub mod wire;
+
+/// How a query arrived. Decides the response size limit (RFC 1035 §4.2.1,
+/// RFC 6891 §6.2.5: UDP answers never exceed what the client advertised;
+/// TCP answers may use the full 65535 octets) and whether TC may be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the handler decided for one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send the first `n` bytes of the response buffer.
+    Reply(usize),
+    /// Send nothing (a response, or a packet too broken to carry a header).
+    Drop,
+}
