@@ -1,0 +1,555 @@
+//! The configuration file: one TOML file, overridable by `DDSERVER_*`
+//! environment variables, with every setting declared once here with its
+//! default and unit.
+//!
+//! Layering (later wins): built-in defaults, then the file (`--config FILE`,
+//! else `ddserver.toml` in the working directory if present), then the
+//! environment (`DDSERVER_<SECTION>_<KEY>`, e.g. `DDSERVER_DATABASE_URL`).
+//! Unknown keys are errors that name the key and where it came from; a typo
+//! must never silently fall back to a default.
+//!
+//! This module only parses and validates. Components receive their own typed
+//! settings (e.g. the responder's `IoConfig`) from `main.rs`; they never read
+//! this file themselves.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "ddserver.toml";
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "DDSERVER_";
+
+/// Why the configuration could not be loaded. Every variant names the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("in configuration file '{path}': {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("configuration ({origin}): {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub responder: ResponderConfig,
+    pub updater: UpdaterConfig,
+    pub webui: WebuiConfig,
+    pub hosts: HostsConfig,
+    pub log: LogConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created on first start) or `mysql://USER:PASS@HOST/DB`.
+    pub url: DatabaseUrl,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DatabaseUrl("sqlite://ddserver.db".into()),
+        }
+    }
+}
+
+/// How the responder does its socket I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoChoice {
+    /// io_uring where the kernel allows it, else the portable backend.
+    Auto,
+    /// io_uring or fail at start.
+    IoUring,
+    /// recvmmsg/sendmmsg with epoll: works everywhere.
+    Portable,
+}
+
+/// `[responder]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponderConfig {
+    /// Addresses to serve DNS on, UDP and TCP each.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads, one socket pair each; 0 = one per core.
+    pub workers: usize,
+    /// `auto`, `io-uring` or `portable`.
+    pub io: IoChoice,
+    /// Pin each worker to a core where the system allows it.
+    pub pin_workers: bool,
+    /// Unix socket on which writers push changes to this responder.
+    pub control_socket: PathBuf,
+    /// The UDP payload size we advertise in EDNS(0) OPT (RFC 6891 §6.2.5);
+    /// 1232 avoids IP fragmentation (DNS flag day 2020). Range 512..=4096.
+    pub udp_payload: u16,
+    /// Seconds an idle TCP connection is kept (RFC 7766 §6.2.3). 1..=300.
+    pub tcp_idle_timeout: u64,
+    /// Open TCP connections per worker; more are refused. 1..=65536.
+    pub tcp_max_connections: usize,
+    /// Answer `version.bind` / `id.server` CHAOS TXT queries.
+    pub chaos: bool,
+    /// Text of the `id.server` answer when `chaos` is on (default: host name).
+    pub server_id: Option<String>,
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+            workers: 0,
+            io: IoChoice::Auto,
+            pin_workers: true,
+            control_socket: PathBuf::from("ddserver-responder.sock"),
+            udp_payload: 1232,
+            tcp_idle_timeout: 10,
+            tcp_max_connections: 1024,
+            chaos: false,
+            server_id: None,
+        }
+    }
+}
+
+/// `[updater]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdaterConfig {
+    /// Addresses for the dyndns2 HTTP listener.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for UpdaterConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8245))],
+        }
+    }
+}
+
+/// `[webui]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebuiConfig {
+    /// Addresses for the web UI's HTTP listener.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// The URL users reach the web UI at (links in e-mails, cookies' scope).
+    pub public_url: String,
+}
+
+impl Default for WebuiConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            public_url: "http://127.0.0.1:8080/".into(),
+        }
+    }
+}
+
+/// `[hosts]`: defaults for hosts and their owners.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsConfig {
+    /// Hosts a user may own when the account sets no limit of its own;
+    /// 0 = unlimited.
+    pub default_max_hosts: u32,
+    /// TTL in seconds of host records for zones created without `--ttl`.
+    /// 1..=86400.
+    pub default_ttl: u32,
+}
+
+impl Default for HostsConfig {
+    fn default() -> Self {
+        Self {
+            default_max_hosts: 5,
+            default_ttl: 60,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `ddserver=debug,sqlx=warn`;
+    /// `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+/// The database URL. Its password never appears in `Debug`, `Display` or
+/// `check-config` output; only [`DatabaseUrl::expose`] returns it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://") else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            _ => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// Accepts `"127.0.0.1:53"` as well as `["127.0.0.1:53", "[::1]:53"]`, so a
+/// single address can be given in the file or an environment variable.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    };
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "'{s}' is not a socket address (expected e.g. 127.0.0.1:53 or [::1]:53)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The sections an environment variable may address.
+const SECTIONS: &[&str] = &["database", "responder", "updater", "webui", "hosts", "log"];
+
+/// Environment variables with our prefix that are not settings.
+const NON_SETTING_VARS: &[&str] = &["DDSERVER_CONFIG"];
+
+impl Config {
+    /// The file to read when `--config` is not given: `ddserver.toml` in the
+    /// working directory if it exists.
+    pub fn default_path() -> Option<PathBuf> {
+        let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+        path.exists().then_some(path)
+    }
+
+    /// Loads the configuration: defaults, then the file at `path` if any, then
+    /// `DDSERVER_*` variables from `env`. Returns the configuration and a
+    /// description of where it came from.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, String), ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let table = read_table(path)?;
+                // Check the file alone first, so an unknown key in it is
+                // reported against the file, not against the merged result.
+                Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                    ConfigError::File {
+                        path: path.to_owned(),
+                        message: e.to_string().trim_end().to_string(),
+                    }
+                })?;
+                (table, path.display().to_string())
+            }
+            None => (toml::Table::new(), "built-in defaults".to_string()),
+        };
+        let mut overridden = Vec::new();
+        for (var, value) in env {
+            if !var.starts_with(ENV_PREFIX) || NON_SETTING_VARS.contains(&var.as_str()) {
+                continue;
+            }
+            apply_env(&mut table, &var, &value)?;
+            overridden.push(var);
+        }
+        let config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+                var: overridden.join(", "),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        let origin = if overridden.is_empty() {
+            origin
+        } else {
+            format!("{origin} + {}", overridden.join(", "))
+        };
+        config.validate(&origin)?;
+        Ok((config, origin))
+    }
+
+    /// Range checks that serde cannot express.
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:") || url.starts_with("mysql:") || url.starts_with("mariadb:"))
+        {
+            return Err(invalid(format!(
+                "database.url '{}' must start with sqlite:// or mysql://",
+                self.database.url
+            )));
+        }
+        let r = &self.responder;
+        if r.listen.is_empty() {
+            return Err(invalid(
+                "responder.listen must name at least one address".into(),
+            ));
+        }
+        if !(512..=4096).contains(&r.udp_payload) {
+            return Err(invalid(format!(
+                "responder.udp_payload = {} is outside 512..=4096",
+                r.udp_payload
+            )));
+        }
+        if !(1..=300).contains(&r.tcp_idle_timeout) {
+            return Err(invalid(format!(
+                "responder.tcp_idle_timeout = {} s is outside 1..=300",
+                r.tcp_idle_timeout
+            )));
+        }
+        if !(1..=65536).contains(&r.tcp_max_connections) {
+            return Err(invalid(format!(
+                "responder.tcp_max_connections = {} is outside 1..=65536",
+                r.tcp_max_connections
+            )));
+        }
+        if r.workers > 1024 {
+            return Err(invalid(format!(
+                "responder.workers = {} is more than 1024",
+                r.workers
+            )));
+        }
+        if !(1..=86400).contains(&self.hosts.default_ttl) {
+            return Err(invalid(format!(
+                "hosts.default_ttl = {} is outside 1..=86400",
+                self.hosts.default_ttl
+            )));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration always serialises")
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Applies `DDSERVER_SECTION_KEY=value` to the table. The value is read as a
+/// TOML value where it parses as one (numbers, booleans, arrays), else as a
+/// string, so `DDSERVER_DATABASE_URL=sqlite://x.db` needs no quoting.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+    let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+        return Err(ConfigError::Env {
+            var: var.to_string(),
+            message: format!(
+                "unknown section; expected {ENV_PREFIX}<SECTION>_<KEY> with SECTION one of {}",
+                SECTIONS.join(", ").to_ascii_uppercase()
+            ),
+        });
+    };
+    let key = &rest[section.len() + 1..];
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(section_table) = entry.as_table_mut() else {
+        return Err(ConfigError::Env {
+            var: var.to_string(),
+            message: format!("[{section}] in the file is not a table"),
+        });
+    };
+    section_table.insert(key.to_string(), parsed);
+    // Report an unknown key against the variable, naming it.
+    Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| ConfigError::Env {
+        var: var.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ddserver.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let (config, origin) = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(origin, "built-in defaults");
+        assert_eq!(config.database.url.expose(), "sqlite://ddserver.db");
+        assert_eq!(
+            config.responder.listen,
+            vec!["127.0.0.1:5353".parse().unwrap()]
+        );
+        assert_eq!(
+            config.updater.listen,
+            vec!["127.0.0.1:8245".parse().unwrap()]
+        );
+        assert_eq!(config.webui.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_key_and_file() {
+        let err = load_str("[responder]\nlistn = \"127.0.0.1:53\"\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listn"), "{text}");
+        assert!(text.contains("ddserver.toml"), "{text}");
+    }
+
+    #[test]
+    fn unknown_section_in_file_is_an_error() {
+        let err = load_str("[responderr]\nworkers = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("responderr"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let config = load_str(
+            "[responder]\nworkers = 2\n",
+            &[
+                ("DDSERVER_RESPONDER_WORKERS", "3"),
+                ("DDSERVER_DATABASE_URL", "mysql://u:pw@db/x"),
+                ("DDSERVER_RESPONDER_LISTEN", "127.0.0.1:53,[::1]:53"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.responder.workers, 3);
+        assert_eq!(config.database.url.expose(), "mysql://u:pw@db/x");
+        assert_eq!(config.responder.listen.len(), 2);
+    }
+
+    #[test]
+    fn unknown_env_key_names_the_variable() {
+        let err = load_str("", &[("DDSERVER_RESPONDER_WORKRS", "3")]).unwrap_err();
+        assert!(
+            err.to_string().contains("DDSERVER_RESPONDER_WORKRS"),
+            "{err}"
+        );
+        let err = load_str("", &[("DDSERVER_NOPE_X", "3")]).unwrap_err();
+        assert!(err.to_string().contains("DDSERVER_NOPE_X"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = load_str(
+            "[database]\nurl = \"mysql://dd:s3cret@db.example/dd\"\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        let toml = config.to_toml();
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(!toml.contains("s3cret"), "{toml}");
+        assert!(toml.contains("mysql://dd:***@db.example/dd"), "{toml}");
+        assert_eq!(
+            config.database.url.expose(),
+            "mysql://dd:s3cret@db.example/dd"
+        );
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let err = load_str("[responder]\nudp_payload = 100\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("udp_payload"), "{err}");
+        let err = load_str("[responder]\nlisten = \"nonsense\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = load_str("[database]\nurl = \"postgres://x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn bad_toml_names_the_file() {
+        let err = load_str("[responder\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("ddserver.toml"), "{err}");
+    }
+}
