@@ -195,3 +195,96 @@ pub(crate) enum UniqueKey {
     Zone,
     Host,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The unique-violation mapping depends on each server's message text,
+    //! so it is checked against both real servers (the MariaDB half fails
+    //! when the server is unreachable, like the battery).
+
+    use super::*;
+    use crate::store::Store;
+    use sqlx::Connection;
+
+    async fn check(store: &Store) {
+        let cases: [(&'static str, UniqueKey); 3] = [
+            (
+                "INSERT INTO users (name, email, role, state, created_at) VALUES ('u', 'u@x', 'user', 'active', 0)",
+                UniqueKey::User,
+            ),
+            (
+                "INSERT INTO zones (name, mname, rname, serial, refresh, retry, expire, minimum, soa_ttl, \
+                 default_ttl, created_at) VALUES ('z.example', 'ns.example', 'h.example', 1, 1, 1, 1, 1, 1, 1, 0)",
+                UniqueKey::Zone,
+            ),
+            (
+                "INSERT INTO hosts (zone_id, label, fqdn, user_id, secret_hash, created_at, updated_at) \
+                 SELECT z.id, 'h', 'h.z.example', u.id, 'x', 0, 0 FROM zones z, users u",
+                UniqueKey::Host,
+            ),
+        ];
+        for (sql, key) in cases {
+            sqlx::query(sql).execute(&store.pool).await.unwrap();
+            let err = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+            assert_eq!(unique_violation(&err), Some(key), "{err}");
+        }
+        // A different host row clashing only on (zone_id, label).
+        let err = sqlx::query(
+            "INSERT INTO hosts (zone_id, label, fqdn, user_id, secret_hash, created_at, updated_at) \
+             SELECT z.id, 'h', 'other.z.example', u.id, 'x', 0, 0 FROM zones z, users u",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap_err();
+        assert_eq!(unique_violation(&err), Some(UniqueKey::Host), "{err}");
+        // Other failures are not mistaken for duplicates.
+        let err = sqlx::query("INSERT INTO users (name) VALUES ('only-name')")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        assert_eq!(unique_violation(&err), None);
+    }
+
+    #[tokio::test]
+    async fn unique_violations_map_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn unique_violations_map_on_mariadb() {
+        let base = std::env::var("DDSERVER_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+        sqlx::any::install_default_drivers();
+        let mut admin = sqlx::AnyConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB is unreachable at {base}: {e}"));
+        let db = format!("ddtest_{:016x}", getrandom::u64().unwrap());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let prefix = base.rsplit_once('/').map_or(base.as_str(), |(p, _)| p);
+        let store = Store::connect(&format!("{prefix}/{db}")).await.unwrap();
+        let checked = store.clone();
+        let result = async move {
+            let store = checked;
+            store.migrate().await.unwrap();
+            check(&store).await;
+        };
+        // Drop the database whether or not the checks pass.
+        let outcome = tokio::spawn(result).await;
+        store.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic.into_panic());
+        }
+    }
+}

@@ -252,6 +252,12 @@ impl Store {
             }
             removed.push((zone, fqdn));
         }
+        sqlx::query(
+            "DELETE FROM host_txt WHERE host_id IN (SELECT id FROM hosts WHERE user_id = ?)",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM hosts WHERE user_id = ?")
             .bind(user_id)
             .execute(&mut *tx)

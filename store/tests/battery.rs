@@ -142,6 +142,53 @@ battery!(
 );
 
 // ---------------------------------------------------------------------------
+// Backend-independent checks
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    let err = Store::connect("postgres://u:hunter2@localhost/db")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedUrl { ref url } if url == "postgres://u:***@localhost/db"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    assert!(!path.exists());
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .add_zone(&Actor::cli(), new_zone("wal.example"))
+        .await
+        .unwrap();
+    assert!(path.exists());
+    assert!(
+        dir.path().join("new.db-wal").exists(),
+        "journal_mode=WAL not in effect"
+    );
+    store.close().await;
+    // Reopening finds the data and applies no migration twice.
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    assert!(
+        store
+            .zone_by_name(&name("wal.example"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Helpers
 
 fn admin() -> Actor {
@@ -294,6 +341,21 @@ async fn users_create_update_conflict(store: &Store) {
     let audit = store.recent_audit(10).await.unwrap();
     assert_eq!(audit[0].action, "user.state");
     assert_eq!(audit[0].actor, "cli");
+    assert_eq!(audit[0].address, None);
+    store
+        .set_user_state(&admin(), "root", UserState::Disabled)
+        .await
+        .unwrap();
+    let audit = store.recent_audit(1).await.unwrap();
+    assert_eq!(
+        (audit[0].actor.as_str(), audit[0].address.as_deref()),
+        ("admin", Some("192.0.2.7"))
+    );
+    assert_eq!(
+        (audit[0].target.as_str(), audit[0].detail.as_str()),
+        ("root", "disabled")
+    );
+    let audit = store.recent_audit(10).await.unwrap();
     assert!(
         audit
             .iter()
