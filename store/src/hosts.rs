@@ -637,3 +637,43 @@ impl Store {
         self.host_by_fqdn(fqdn).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use crate::store::Store;
+
+    /// FQDN lookups, the updater's hot query, must use the unique index.
+    #[tokio::test]
+    async fn fqdn_lookup_uses_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let plan = sqlx::query(concat!(
+            "EXPLAIN QUERY PLAN ",
+            host_select!(),
+            " WHERE h.fqdn = ?"
+        ))
+        .bind("a.example")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let details: Vec<String> = plan
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap())
+            .collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH h USING INDEX")),
+            "{details:?}"
+        );
+        assert!(
+            !details.iter().any(|d| d.starts_with("SCAN")),
+            "{details:?}"
+        );
+    }
+}

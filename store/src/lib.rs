@@ -37,3 +37,15 @@ pub use name::{Name, NameError};
 pub use record::RecordType;
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
+
+#[cfg(test)]
+mod tests {
+    /// The handle is shared across tasks and threads.
+    #[test]
+    fn store_is_clone_send_sync() {
+        fn check<T: Clone + Send + Sync + 'static>() {}
+        check::<crate::Store>();
+        fn error<T: std::error::Error + Send + Sync + 'static>() {}
+        error::<crate::StoreError>();
+    }
+}

@@ -70,8 +70,9 @@ impl Name {
         // Pure ASCII without A-labels needs no UTS #46 processing, which keeps
         // bulk imports cheap; anything else (Unicode, or `xn--` labels that
         // must decode to valid Unicode) goes through idna.
-        let ascii = if trimmed.is_ascii() && !trimmed.to_ascii_lowercase().contains("xn--") {
-            trimmed.to_ascii_lowercase()
+        let lower = trimmed.is_ascii().then(|| trimmed.to_ascii_lowercase());
+        let ascii = if let Some(lower) = lower.filter(|l| !l.contains("xn--")) {
+            lower
         } else {
             // The wildcard label is not UTS #46 input: split it off first.
             let (star, rest) = match trimmed.strip_prefix("*.") {

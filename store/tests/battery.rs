@@ -188,6 +188,54 @@ async fn sqlite_file_is_created_in_wal_mode() {
     );
 }
 
+/// The 1M-record import the design asks for, timed. Slow in debug builds:
+/// run with `cargo test --release -p ddserver-store -- --ignored --nocapture`.
+async fn import_million(store: &Store) {
+    const COUNT: usize = 1_000_000;
+    let records: Vec<NewRecord> = (0..COUNT)
+        .map(|i| {
+            record(
+                &format!("h{i}.million.example"),
+                RecordType::A,
+                &format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let summary = store
+        .import_zone(&admin(), new_zone("million.example"), records, false)
+        .await
+        .unwrap();
+    eprintln!(
+        "{:?}: imported {COUNT} records in {:?}",
+        store.backend(),
+        started.elapsed()
+    );
+    assert_eq!(summary.records, COUNT as u64);
+    let started = Instant::now();
+    let load = store.load_all().await.unwrap();
+    eprintln!(
+        "{:?}: loaded {} records in {:?}",
+        store.backend(),
+        load.zones[0].records.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing run; use --release"]
+async fn import_million_sqlite() {
+    let db = TestDb::sqlite().await;
+    import_million(&db.store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing run; use --release"]
+async fn import_million_mariadb() {
+    let db = TestDb::mariadb().await;
+    import_million(&db.store).await;
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 
