@@ -1,0 +1,679 @@
+//! Dynamic hosts: creation with limits and clash checks, address and TXT
+//! updates, flags, secrets, listing and paging.
+//!
+//! Host lookups go through the unique index on `hosts.fqdn`, never a scan.
+//! Secrets are hashed before the write transaction starts; this module must
+//! never return or log a secret or its hash.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use sqlx::AnyConnection;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::error::{StoreError, UniqueKey, unique_violation};
+use crate::model::{Actor, ChangeKind, Host, HostFilter, HostFlags, NewHost};
+use crate::name::Name;
+use crate::secret;
+use crate::store::{Store, audit, corrupt, log_changes, now, to_u32};
+use crate::users::normalize_user_name;
+use crate::zones::fetch_zone_for;
+
+/// TXT values per host: enough for several concurrent ACME challenges.
+pub const MAX_HOST_TXT: usize = 16;
+
+macro_rules! host_select {
+    () => {
+        "SELECT h.id, h.fqdn, z.name, h.label, u.name, h.ipv4, h.ipv6, h.wildcard, h.offline, \
+         h.disabled, h.disabled_reason, h.description, h.updated_at, h.last_seen_at \
+         FROM hosts h JOIN zones z ON z.id = h.zone_id JOIN users u ON u.id = h.user_id"
+    };
+}
+
+fn host_from_row(row: &AnyRow) -> Result<Host, StoreError> {
+    let ipv4: Option<String> = row.try_get(5)?;
+    let ipv6: Option<String> = row.try_get(6)?;
+    let flag = |i: usize| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(i)? != 0) };
+    let disabled = flag(9)?;
+    let reason: Option<String> = row.try_get(10)?;
+    Ok(Host {
+        id: row.try_get(0)?,
+        fqdn: Name::from_db(row.try_get(1)?)?,
+        zone: Name::from_db(row.try_get(2)?)?,
+        label: row.try_get(3)?,
+        owner: row.try_get(4)?,
+        ipv4: ipv4
+            .map(|a| a.parse().map_err(|_| corrupt(format!("IPv4 '{a}'"))))
+            .transpose()?,
+        ipv6: ipv6
+            .map(|a| a.parse().map_err(|_| corrupt(format!("IPv6 '{a}'"))))
+            .transpose()?,
+        txt: Vec::new(),
+        flags: HostFlags {
+            wildcard: flag(7)?,
+            offline: flag(8)?,
+            disabled: disabled.then(|| reason.unwrap_or_default()),
+        },
+        description: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+        last_seen_at: row.try_get(13)?,
+    })
+}
+
+/// Fills in `txt` from (host id, value) rows ordered by host and position.
+fn attach_txt(hosts: &mut [Host], rows: &[AnyRow]) -> Result<(), StoreError> {
+    let index: HashMap<i64, usize> = hosts.iter().enumerate().map(|(i, h)| (h.id, i)).collect();
+    for row in rows {
+        let host_id: i64 = row.try_get(0)?;
+        if let Some(&i) = index.get(&host_id) {
+            hosts[i].txt.push(row.try_get(1)?);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn fetch_host(
+    conn: &mut AnyConnection,
+    fqdn: &Name,
+) -> Result<Option<Host>, StoreError> {
+    let row = sqlx::query(concat!(host_select!(), " WHERE h.fqdn = ?"))
+        .bind(fqdn.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut host = host_from_row(&row)?;
+    let rows = sqlx::query("SELECT value FROM host_txt WHERE host_id = ? ORDER BY position")
+        .bind(host.id)
+        .fetch_all(&mut *conn)
+        .await?;
+    host.txt = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(host))
+}
+
+/// The row facts a host mutation needs: ids and current state.
+struct HostKey {
+    id: i64,
+    zone_id: i64,
+    zone: String,
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    disabled: Option<String>,
+}
+
+async fn host_key(conn: &mut AnyConnection, fqdn: &Name) -> Result<HostKey, StoreError> {
+    let row = sqlx::query(
+        "SELECT h.id, h.zone_id, z.name, h.ipv4, h.ipv6, h.disabled, h.disabled_reason \
+         FROM hosts h JOIN zones z ON z.id = h.zone_id WHERE h.fqdn = ?",
+    )
+    .bind(fqdn.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::UnknownHost {
+        name: fqdn.to_string(),
+    })?;
+    let disabled: i64 = row.try_get(5)?;
+    let reason: Option<String> = row.try_get(6)?;
+    Ok(HostKey {
+        id: row.try_get(0)?,
+        zone_id: row.try_get(1)?,
+        zone: row.try_get(2)?,
+        ipv4: row.try_get(3)?,
+        ipv6: row.try_get(4)?,
+        disabled: (disabled != 0).then(|| reason.unwrap_or_default()),
+    })
+}
+
+fn validate_secret(secret: &str) -> Result<(), StoreError> {
+    if secret.is_empty() || secret.len() > 1024 {
+        return Err(StoreError::InvalidInput {
+            field: "secret",
+            reason: "must be 1 to 1024 bytes".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn validate_text(field: &'static str, text: &str) -> Result<(), StoreError> {
+    if text.chars().count() > 255 || text.chars().any(char::is_control) {
+        return Err(StoreError::InvalidInput {
+            field,
+            reason: "at most 255 characters, no control characters".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates a host below the longest matching zone.
+    ///
+    /// The owner's own limit applies, else `default_max_hosts` (the
+    /// configured default; `None` means unlimited). Errors: `NotAHostName`,
+    /// `UnknownZone`, `HostIsZoneApex`, `UnknownUser`, `HostLimitReached`,
+    /// `DuplicateHost`, `NameClash` (static records at that name).
+    pub async fn add_host(
+        &self,
+        actor: &Actor,
+        host: NewHost,
+        default_max_hosts: Option<u32>,
+    ) -> Result<Host, StoreError> {
+        if !host.fqdn.is_hostname() {
+            return Err(StoreError::NotAHostName {
+                name: host.fqdn.to_string(),
+            });
+        }
+        let owner = normalize_user_name(&host.owner)?;
+        validate_secret(&host.secret)?;
+        validate_text("description", &host.description)?;
+        let hash = secret::hash(host.secret).await?;
+        let at = now();
+        let fqdn = host.fqdn;
+        let mut tx = self.begin_write().await?;
+        let Some((zone_id, zone)) = fetch_zone_for(&mut tx, &fqdn).await? else {
+            return Err(StoreError::UnknownZone {
+                name: fqdn.to_string(),
+            });
+        };
+        let Some(label) = fqdn.label_under(&zone.name) else {
+            return Err(StoreError::HostIsZoneApex {
+                name: fqdn.to_string(),
+            });
+        };
+        let user = sqlx::query("SELECT id, max_hosts FROM users WHERE name = ?")
+            .bind(owner.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::UnknownUser {
+                name: owner.clone(),
+            })?;
+        let user_id: i64 = user.try_get(0)?;
+        let own_limit: Option<i64> = user.try_get(1)?;
+        let limit = match own_limit {
+            Some(limit) => Some(to_u32(limit)?),
+            None => default_max_hosts,
+        };
+        if let Some(limit) = limit {
+            // Counted under the write lock, so two concurrent requests cannot
+            // both take the last free slot.
+            let row = sqlx::query("SELECT COUNT(*) FROM hosts WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if row.try_get::<i64, _>(0)? >= i64::from(limit) {
+                return Err(StoreError::HostLimitReached { user: owner, limit });
+            }
+        }
+        let exists = sqlx::query("SELECT 1 FROM hosts WHERE fqdn = ?")
+            .bind(fqdn.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::DuplicateHost {
+                name: fqdn.to_string(),
+            });
+        }
+        let clash = sqlx::query("SELECT 1 FROM records WHERE zone_id = ? AND owner = ? LIMIT 1")
+            .bind(zone_id)
+            .bind(fqdn.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if clash.is_some() {
+            return Err(StoreError::NameClash {
+                name: fqdn.to_string(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO hosts (zone_id, label, fqdn, user_id, secret_hash, ipv4, ipv6, description, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(zone_id)
+        .bind(label)
+        .bind(fqdn.as_str())
+        .bind(user_id)
+        .bind(hash)
+        .bind(host.ipv4.map(|a| a.to_string()))
+        .bind(host.ipv6.map(|a| a.to_string()))
+        .bind(host.description.clone())
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match unique_violation(&e) {
+            Some(UniqueKey::Host) => StoreError::DuplicateHost { name: fqdn.to_string() },
+            _ => e.into(),
+        })?;
+        let zone_name = zone.name.as_str();
+        log_changes(
+            &mut tx,
+            &[zone_id],
+            &[(zone_name, fqdn.as_str(), ChangeKind::HostAdded)],
+            at,
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            "host.add",
+            fqdn.as_str(),
+            &format!("owner={owner}"),
+            at,
+        )
+        .await?;
+        let created = fetch_host(&mut tx, &fqdn)
+            .await?
+            .ok_or_else(|| corrupt("inserted host vanished".to_owned()))?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// The host with this name.
+    pub async fn host_by_fqdn(&self, fqdn: &Name) -> Result<Option<Host>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_host(&mut conn, fqdn).await
+    }
+
+    /// Hosts matching the filter, in creation order. Errors: `UnknownZone`,
+    /// `UnknownUser` for a filter naming neither.
+    pub async fn list_hosts(&self, filter: HostFilter) -> Result<Vec<Host>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let zone_id = match &filter.zone {
+            Some(zone) => {
+                let row = sqlx::query("SELECT id FROM zones WHERE name = ?")
+                    .bind(zone.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| StoreError::UnknownZone {
+                        name: zone.to_string(),
+                    })?;
+                Some(row.try_get::<i64, _>(0)?)
+            }
+            None => None,
+        };
+        let user_id = match &filter.owner {
+            Some(owner) => {
+                let owner = normalize_user_name(owner)?;
+                let row = sqlx::query("SELECT id FROM users WHERE name = ?")
+                    .bind(owner.clone())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or(StoreError::UnknownUser { name: owner })?;
+                Some(row.try_get::<i64, _>(0)?)
+            }
+            None => None,
+        };
+        // One static statement per filter shape, so each can use its index
+        // (an `(? IS NULL OR ...)` form would defeat the planner).
+        let (hosts_sql, txt_sql, binds): (&'static str, &'static str, Vec<i64>) =
+            match (zone_id, user_id) {
+                (None, None) => (
+                    concat!(host_select!(), " ORDER BY h.id"),
+                    "SELECT t.host_id, t.value FROM host_txt t ORDER BY t.host_id, t.position",
+                    vec![],
+                ),
+                (Some(z), None) => (
+                    concat!(host_select!(), " WHERE h.zone_id = ? ORDER BY h.id"),
+                    "SELECT t.host_id, t.value FROM host_txt t JOIN hosts h ON h.id = t.host_id \
+                 WHERE h.zone_id = ? ORDER BY t.host_id, t.position",
+                    vec![z],
+                ),
+                (None, Some(u)) => (
+                    concat!(host_select!(), " WHERE h.user_id = ? ORDER BY h.id"),
+                    "SELECT t.host_id, t.value FROM host_txt t JOIN hosts h ON h.id = t.host_id \
+                 WHERE h.user_id = ? ORDER BY t.host_id, t.position",
+                    vec![u],
+                ),
+                (Some(z), Some(u)) => (
+                    concat!(
+                        host_select!(),
+                        " WHERE h.zone_id = ? AND h.user_id = ? ORDER BY h.id"
+                    ),
+                    "SELECT t.host_id, t.value FROM host_txt t JOIN hosts h ON h.id = t.host_id \
+                 WHERE h.zone_id = ? AND h.user_id = ? ORDER BY t.host_id, t.position",
+                    vec![z, u],
+                ),
+            };
+        let mut query = sqlx::query(hosts_sql);
+        for b in &binds {
+            query = query.bind(*b);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut hosts = rows
+            .iter()
+            .map(host_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut query = sqlx::query(txt_sql);
+        for b in &binds {
+            query = query.bind(*b);
+        }
+        let txt_rows = query.fetch_all(&mut *conn).await?;
+        attach_txt(&mut hosts, &txt_rows)?;
+        Ok(hosts)
+    }
+
+    /// One page of hosts with an id above `after_id`, in id order.
+    pub(crate) async fn hosts_page(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Host>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(concat!(
+            host_select!(),
+            " WHERE h.id > ? ORDER BY h.id LIMIT ?"
+        ))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut hosts = rows
+            .iter()
+            .map(host_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(last) = hosts.last() {
+            let txt_rows = sqlx::query(
+                "SELECT host_id, value FROM host_txt WHERE host_id > ? AND host_id <= ? \
+                 ORDER BY host_id, position",
+            )
+            .bind(after_id)
+            .bind(last.id)
+            .fetch_all(&mut *conn)
+            .await?;
+            attach_txt(&mut hosts, &txt_rows)?;
+        }
+        Ok(hosts)
+    }
+
+    /// Removes a host. Error: `UnknownHost`.
+    pub async fn remove_host(&self, actor: &Actor, fqdn: &Name) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let key = host_key(&mut tx, fqdn).await?;
+        sqlx::query("DELETE FROM host_txt WHERE host_id = ?")
+            .bind(key.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM hosts WHERE id = ?")
+            .bind(key.id)
+            .execute(&mut *tx)
+            .await?;
+        log_changes(
+            &mut tx,
+            &[key.zone_id],
+            &[(&key.zone, fqdn.as_str(), ChangeKind::HostRemoved)],
+            at,
+        )
+        .await?;
+        audit(&mut tx, actor, "host.remove", fqdn.as_str(), "", at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a host's addresses: `None` leaves a family alone, `Some(None)`
+    /// clears it, `Some(Some(a))` sets it. Returns whether anything changed;
+    /// an unchanged update only records the time it was seen (no change-log
+    /// entry, no serial bump). Errors: `UnknownHost`, `HostDisabled`.
+    pub async fn update_host_addresses(
+        &self,
+        actor: &Actor,
+        fqdn: &Name,
+        ipv4: Option<Option<Ipv4Addr>>,
+        ipv6: Option<Option<Ipv6Addr>>,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let key = host_key(&mut tx, fqdn).await?;
+        if let Some(reason) = key.disabled {
+            return Err(StoreError::HostDisabled {
+                name: fqdn.to_string(),
+                reason,
+            });
+        }
+        let new_v4 = match ipv4 {
+            Some(a) => a.map(|a| a.to_string()),
+            None => key.ipv4.clone(),
+        };
+        let new_v6 = match ipv6 {
+            Some(a) => a.map(|a| a.to_string()),
+            None => key.ipv6.clone(),
+        };
+        let changed = new_v4 != key.ipv4 || new_v6 != key.ipv6;
+        if changed {
+            sqlx::query("UPDATE hosts SET ipv4 = ?, ipv6 = ?, updated_at = ?, last_seen_at = ? WHERE id = ?")
+                .bind(new_v4.clone())
+                .bind(new_v6.clone())
+                .bind(at)
+                .bind(at)
+                .bind(key.id)
+                .execute(&mut *tx)
+                .await?;
+            log_changes(
+                &mut tx,
+                &[key.zone_id],
+                &[(&key.zone, fqdn.as_str(), ChangeKind::HostChanged)],
+                at,
+            )
+            .await?;
+            let detail = format!(
+                "ipv4={} ipv6={}",
+                new_v4.as_deref().unwrap_or("-"),
+                new_v6.as_deref().unwrap_or("-")
+            );
+            audit(&mut tx, actor, "host.update", fqdn.as_str(), &detail, at).await?;
+        } else {
+            sqlx::query("UPDATE hosts SET last_seen_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(key.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Replaces a host's TXT values (ACME DNS-01 tokens): at most
+    /// [`MAX_HOST_TXT`] values of 1..=255 printable ASCII characters; an
+    /// empty list clears them. Errors: `InvalidInput`, `UnknownHost`,
+    /// `HostDisabled`.
+    pub async fn set_host_txt(
+        &self,
+        actor: &Actor,
+        fqdn: &Name,
+        values: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if values.len() > MAX_HOST_TXT {
+            return Err(StoreError::InvalidInput {
+                field: "TXT values",
+                reason: format!("at most {MAX_HOST_TXT} values"),
+            });
+        }
+        for value in &values {
+            // One character-string each (RFC 1035 3.3.14); printable ASCII
+            // keeps presentation and wire forms trivially in step.
+            if value.is_empty()
+                || value.len() > 255
+                || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+            {
+                return Err(StoreError::InvalidInput {
+                    field: "TXT value",
+                    reason: "1 to 255 printable ASCII characters".to_owned(),
+                });
+            }
+        }
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let key = host_key(&mut tx, fqdn).await?;
+        if let Some(reason) = key.disabled {
+            return Err(StoreError::HostDisabled {
+                name: fqdn.to_string(),
+                reason,
+            });
+        }
+        sqlx::query("DELETE FROM host_txt WHERE host_id = ?")
+            .bind(key.id)
+            .execute(&mut *tx)
+            .await?;
+        for (position, value) in values.iter().enumerate() {
+            sqlx::query("INSERT INTO host_txt (host_id, position, value) VALUES (?, ?, ?)")
+                .bind(key.id)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(value.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE hosts SET updated_at = ?, last_seen_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(at)
+            .bind(key.id)
+            .execute(&mut *tx)
+            .await?;
+        log_changes(
+            &mut tx,
+            &[key.zone_id],
+            &[(&key.zone, fqdn.as_str(), ChangeKind::HostChanged)],
+            at,
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            "host.txt",
+            fqdn.as_str(),
+            &format!("{} value(s)", values.len()),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets all of a host's flags at once. Errors: `InvalidInput` (reason
+    /// too long), `UnknownHost`.
+    pub async fn set_host_flags(
+        &self,
+        actor: &Actor,
+        fqdn: &Name,
+        flags: HostFlags,
+    ) -> Result<(), StoreError> {
+        if let Some(reason) = &flags.disabled {
+            validate_text("disable reason", reason)?;
+        }
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let key = host_key(&mut tx, fqdn).await?;
+        sqlx::query(
+            "UPDATE hosts SET wildcard = ?, offline = ?, disabled = ?, disabled_reason = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(i64::from(flags.wildcard))
+        .bind(i64::from(flags.offline))
+        .bind(i64::from(flags.disabled.is_some()))
+        .bind(flags.disabled.clone())
+        .bind(at)
+        .bind(key.id)
+        .execute(&mut *tx)
+        .await?;
+        log_changes(
+            &mut tx,
+            &[key.zone_id],
+            &[(&key.zone, fqdn.as_str(), ChangeKind::HostChanged)],
+            at,
+        )
+        .await?;
+        let detail = format!(
+            "wildcard={} offline={} disabled={}",
+            flags.wildcard,
+            flags.offline,
+            flags.disabled.as_deref().unwrap_or("no")
+        );
+        audit(&mut tx, actor, "host.flags", fqdn.as_str(), &detail, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a host's update secret. Not DNS-visible, so no change-log
+    /// entry and no serial bump; the audit row is written. Error:
+    /// `UnknownHost`.
+    pub async fn set_host_secret(
+        &self,
+        actor: &Actor,
+        fqdn: &Name,
+        secret: String,
+    ) -> Result<(), StoreError> {
+        validate_secret(&secret)?;
+        let hash = secret::hash(secret).await?;
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let key = host_key(&mut tx, fqdn).await?;
+        sqlx::query("UPDATE hosts SET secret_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(key.id)
+            .execute(&mut *tx)
+            .await?;
+        audit(&mut tx, actor, "host.secret", fqdn.as_str(), "", at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Checks a host's update secret: `Some(host)` when it matches, `None`
+    /// for a wrong secret or an unknown host (same time either way).
+    pub async fn verify_host_secret(
+        &self,
+        fqdn: &Name,
+        secret: &str,
+    ) -> Result<Option<Host>, StoreError> {
+        let stored = sqlx::query("SELECT secret_hash FROM hosts WHERE fqdn = ?")
+            .bind(fqdn.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get::<String, _>(0))
+            .transpose()?;
+        if !secret::verify(secret.to_owned(), stored).await? {
+            return Ok(None);
+        }
+        self.host_by_fqdn(fqdn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use crate::store::Store;
+
+    /// FQDN lookups, the updater's hot query, must use the unique index.
+    #[tokio::test]
+    async fn fqdn_lookup_uses_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let plan = sqlx::query(concat!(
+            "EXPLAIN QUERY PLAN ",
+            host_select!(),
+            " WHERE h.fqdn = ?"
+        ))
+        .bind("a.example")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let details: Vec<String> = plan
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap())
+            .collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH h USING INDEX")),
+            "{details:?}"
+        );
+        assert!(
+            !details.iter().any(|d| d.starts_with("SCAN")),
+            "{details:?}"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! argon2id hashing and verification of passwords and update secrets.
+//!
+//! Each hash costs ~20 ms of CPU and 19 MiB (RESEARCH.md), so every call
+//! runs on tokio's blocking pool; this module must never hash on an async
+//! worker thread, and never log or return the secret it was given.
+
+use std::sync::OnceLock;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+use crate::error::StoreError;
+
+/// Hashes `secret` with argon2id (default parameters, random salt) into a
+/// PHC string.
+pub(crate) async fn hash(secret: String) -> Result<String, StoreError> {
+    tokio::task::spawn_blocking(move || hash_blocking(&secret))
+        .await
+        .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))?
+}
+
+fn hash_blocking(secret: &str) -> Result<String, StoreError> {
+    Argon2::default()
+        .hash_password(secret.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Internal(format!("argon2 hashing failed: {e}")))
+}
+
+/// Checks `secret` against a stored PHC string. With `None` (unknown user or
+/// host, or an account without password) it verifies against a dummy hash
+/// and returns false, so the answer takes as long as for a wrong password
+/// and does not reveal which names exist.
+pub(crate) async fn verify(secret: String, stored: Option<String>) -> Result<bool, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let (stored, real) = match stored {
+            Some(stored) => (stored, true),
+            None => (dummy_hash()?.to_owned(), false),
+        };
+        let parsed = PasswordHash::new(&stored)
+            .map_err(|e| StoreError::Internal(format!("stored hash is not a PHC string: {e}")))?;
+        let ok = Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok();
+        Ok(ok && real)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("verification task failed: {e}")))?
+}
+
+fn dummy_hash() -> Result<&'static str, StoreError> {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let hash = hash_blocking("ddserver dummy secret")?;
+    Ok(DUMMY.get_or_init(|| hash))
+}

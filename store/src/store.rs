@@ -1,0 +1,494 @@
+//! The `Store` handle: connecting, migrating, write transactions, the change
+//! log and the audit log, and the full load for the responder.
+//!
+//! Every mutation goes through [`Store::begin_write`] and commits its row
+//! changes, change-log entries, SOA serial bumps and audit row in one
+//! transaction; nothing here may acknowledge a change before that commit.
+//! SQL is written once for both backends with `?` placeholders; the only
+//! backend-specific statements are the write lock and the connection
+//! pragmas.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+
+use crate::error::StoreError;
+use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
+use crate::name::Name;
+
+pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+pub(crate) static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// Hosts per page in [`HostPages`]: large enough to amortise the round
+/// trip, small enough that 10M hosts never sit in one result set.
+pub const HOST_PAGE_SIZE: usize = 10_000;
+
+/// The handle to the database. Cheap to clone; all clones share one pool.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: i64,
+    /// User name or `"cli"`.
+    pub actor: String,
+    /// What was done (`host.add`, `zone.remove`, ...).
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// Details (never secrets).
+    pub detail: String,
+    /// The client address, if any.
+    pub address: Option<String>,
+}
+
+/// Everything the responder needs at start, read for a consistent catch-up:
+/// `serial` is read first, so replaying `changes_since(serial)` after the
+/// load covers every change the load may have missed.
+#[derive(Debug)]
+pub struct FullLoad {
+    /// The latest change-log serial before anything else was read.
+    pub serial: u64,
+    /// Zones with SOA, NS set and static records.
+    pub zones: Vec<ZoneData>,
+    /// The hosts, page by page.
+    pub hosts: HostPages,
+}
+
+/// Hosts in id order, [`HOST_PAGE_SIZE`] at a time, by keyset pagination
+/// (`WHERE id > last ORDER BY id LIMIT n`), so each page costs an index range
+/// scan however large the table is.
+#[derive(Debug)]
+pub struct HostPages {
+    store: Store,
+    after_id: i64,
+    page_size: usize,
+    done: bool,
+}
+
+impl HostPages {
+    /// The next page, or `None` after the last one.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Host>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let hosts = self.store.hosts_page(self.after_id, self.page_size).await?;
+        if hosts.len() < self.page_size {
+            self.done = true;
+        }
+        match hosts.last() {
+            Some(last) => {
+                self.after_id = last.id;
+                Ok(Some(hosts))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store {
+    /// Opens a pool for `sqlite://path` (the file is created if missing) or
+    /// `mysql://user:pass@host/db`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            // sqlx opens SQLite files read-write but will not create them
+            // unless asked; a first start must create the file.
+            let url = if url.contains("mode=") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the one writer;
+                        // synchronous=NORMAL is durable across process
+                        // crashes and loses at most the last commits on power
+                        // loss in WAL mode, for ~10x the commit rate
+                        // (RESEARCH.md).
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await?;
+            Ok(Store {
+                pool,
+                backend: Backend::Sqlite,
+            })
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            let url = url.replacen("mariadb:", "mysql:", 1);
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // Times are written by the store as integers, but
+                        // keep the session predictable for ad-hoc SQL too.
+                        sqlx::query("SET time_zone = '+00:00'")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await?;
+            Ok(Store {
+                pool,
+                backend: Backend::MySql,
+            })
+        } else {
+            Err(StoreError::UnsupportedUrl {
+                url: redact_url(url),
+            })
+        }
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the embedded migrations of this backend that are not applied
+    /// yet. Safe to run at every start and from several processes.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::MySql => &MYSQL_MIGRATOR,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes all connections (waits for checked-out ones).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction that holds the database-wide write lock
+    /// until commit or rollback.
+    ///
+    /// Serial order must equal commit order (DESIGN.md invariant 3), or a
+    /// reader at serial N could miss a transaction that took N-1 but
+    /// committed later. SQLite: `BEGIN IMMEDIATE` takes the write lock up
+    /// front (a deferred transaction would upgrade later and could fail with
+    /// SQLITE_BUSY mid-way). MySQL/MariaDB: AUTO_INCREMENT values are handed
+    /// out at INSERT time, not at commit, so every writer first locks the one
+    /// `write_lock` row; the next writer's INSERT waits until this one
+    /// committed. Rolled-back transactions still consume AUTO_INCREMENT
+    /// values there: readers must tolerate gaps, never reorderings.
+    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::MySql => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// The serial of the newest change-log entry; 0 when there is none.
+    pub async fn latest_serial(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        to_u64(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Up to `limit` change-log entries with a serial above `serial`, in
+    /// serial order. Serials may have gaps (see [`Store::begin_write`]); an
+    /// entry is visible only after everything with a lower serial committed
+    /// or rolled back, so a reader that resumes after the last serial it saw
+    /// misses nothing.
+    pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT serial, zone, name, kind, committed_at FROM changes \
+             WHERE serial > ? ORDER BY serial LIMIT ?",
+        )
+        .bind(to_i64(serial)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get(3)?;
+                Ok(Change {
+                    serial: to_u64(row.try_get(0)?)?,
+                    zone: Name::from_db(row.try_get(1)?)?,
+                    name: Name::from_db(row.try_get(2)?)?,
+                    kind: ChangeKind::from_db(&kind)
+                        .ok_or_else(|| corrupt(format!("unknown change kind '{kind}'")))?,
+                    committed_at: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes change-log entries committed before `older_than` (unix
+    /// seconds), except the newest one, which keeps [`Store::latest_serial`]
+    /// from going backwards. Returns how many were deleted.
+    pub async fn prune_changes(&self, older_than: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
+            .fetch_one(&mut *tx)
+            .await?;
+        let newest: i64 = row.try_get(0)?;
+        let done = sqlx::query("DELETE FROM changes WHERE committed_at < ? AND serial < ?")
+            .bind(older_than)
+            .bind(newest)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, target, detail, address FROM audit ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    at: row.try_get(0)?,
+                    actor: row.try_get(1)?,
+                    action: row.try_get(2)?,
+                    target: row.try_get(3)?,
+                    detail: row.try_get(4)?,
+                    address: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Reads everything the responder serves: the current change serial,
+    /// all zones with NS set, SOA and static records, and a pager over the
+    /// hosts.
+    pub async fn load_all(&self) -> Result<FullLoad, StoreError> {
+        let serial = self.latest_serial().await?;
+        let mut zones = Vec::new();
+        for zone in self.list_zones().await? {
+            let records = self.list_records(&zone.name).await?;
+            zones.push(ZoneData { zone, records });
+        }
+        Ok(FullLoad {
+            serial,
+            zones,
+            hosts: self.host_pages(HOST_PAGE_SIZE),
+        })
+    }
+
+    /// A pager over all hosts in id order, `page_size` at a time.
+    pub fn host_pages(&self, page_size: usize) -> HostPages {
+        HostPages {
+            store: self.clone(),
+            after_id: 0,
+            page_size: page_size.max(1),
+            done: false,
+        }
+    }
+}
+
+/// Appends change-log rows and bumps each affected zone's SOA serial once.
+/// `zones` are (zone id, zone name) pairs; `changes` are (zone name, owner
+/// name, kind). Runs inside the caller's write transaction.
+pub(crate) async fn log_changes(
+    conn: &mut AnyConnection,
+    zone_ids: &[i64],
+    changes: &[(&str, &str, ChangeKind)],
+    now: i64,
+) -> Result<(), StoreError> {
+    for &zone_id in zone_ids {
+        // RFC 1982 serial arithmetic: add one modulo 2^32.
+        sqlx::query(
+            "UPDATE zones SET serial = CASE WHEN serial >= 4294967295 THEN 0 ELSE serial + 1 END \
+             WHERE id = ?",
+        )
+        .bind(zone_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for chunk in changes.chunks(CHANGE_ROWS_PER_INSERT) {
+        let sql = multi_row_insert(
+            "INSERT INTO changes (zone, name, kind, committed_at) VALUES ",
+            4,
+            chunk.len(),
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (zone, name, kind) in chunk {
+            query = query
+                .bind(zone.to_string())
+                .bind(name.to_string())
+                .bind(kind.as_str())
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+const CHANGE_ROWS_PER_INSERT: usize = 500;
+
+/// Writes one audit row inside the caller's transaction.
+pub(crate) async fn audit(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor, action, target, detail, address) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now)
+    .bind(actor.name.clone())
+    .bind(action.to_owned())
+    .bind(target.to_owned())
+    .bind(detail.to_owned())
+    .bind(actor.address.map(|a| a.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// `prefix` followed by `rows` groups of `columns` placeholders. The text
+/// depends only on the counts, so sqlx's statement cache reuses the prepared
+/// statement for every full chunk. Contains no input, hence AssertSqlSafe.
+pub(crate) fn multi_row_insert(prefix: &str, columns: usize, rows: usize) -> Arc<str> {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (group.len() + 2));
+    sql.push_str(prefix);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&group);
+    }
+    Arc::from(sql)
+}
+
+/// The current time in unix seconds.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn corrupt(what: String) -> StoreError {
+    StoreError::Internal(format!("unexpected database content: {what}"))
+}
+
+pub(crate) fn to_u64(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("negative value {value}")))
+}
+
+pub(crate) fn to_u32(value: i64) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(format!("value {value} out of range")))
+}
+
+pub(crate) fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::InvalidInput {
+        field: "serial",
+        reason: format!("{value} is out of range"),
+    })
+}
+
+pub(crate) fn get_u32(row: &AnyRow, index: usize) -> Result<u32, StoreError> {
+    to_u32(row.try_get::<i64, _>(index)?)
+}
+
+/// The URL with the password replaced, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_lists_match() {
+        let list = |m: &Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert!(!list(&SQLITE_MIGRATOR).is_empty());
+        assert_eq!(list(&SQLITE_MIGRATOR), list(&MYSQL_MIGRATOR));
+        let files = |dir: &str| {
+            let path = format!("{}/../migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+            let mut names: Vec<String> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(files("sqlite"), files("mysql"));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("pg://u:secret@h/db"), "pg://u:***@h/db");
+        assert_eq!(redact_url("pg://u@h/db"), "pg://u@h/db");
+    }
+
+    #[test]
+    fn multi_row_sql() {
+        assert_eq!(
+            &*multi_row_insert("INSERT INTO t (a, b) VALUES ", 2, 2),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+    }
+}
