@@ -34,7 +34,7 @@ pub use model::{
     NewZone, Record, Role, SoaTimers, User, UserState, Zone, ZoneData,
 };
 pub use name::{Name, NameError};
-pub use record::RecordType;
+pub use record::{RecordType, RecordValue};
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 

@@ -70,6 +70,72 @@ impl fmt::Display for RecordType {
     }
 }
 
+/// RDATA in typed form, as the responder renders it to wire form.
+/// Character-strings are bytes: TXT and CAA values may hold any octet
+/// (`\DDD` escapes), so they are never forced through UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordValue {
+    /// IPv4 address.
+    A(Ipv4Addr),
+    /// IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// Preference and exchange (absolute, with the trailing dot; `.` for none).
+    Mx { preference: u16, exchange: String },
+    /// The character-strings of one TXT record, each at most 255 octets.
+    Txt(Vec<Vec<u8>>),
+    /// The canonical name (absolute, with the trailing dot).
+    Cname(String),
+    /// RFC 2782 fields; target absolute with the trailing dot.
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    /// RFC 8659 fields; the tag lower-case.
+    Caa { flags: u8, tag: String, value: Vec<u8> },
+    /// The name server of a delegation (absolute, with the trailing dot).
+    Ns(String),
+}
+
+impl RecordValue {
+    /// Parses RDATA in presentation form (as stored, or as an administrator
+    /// types it). Errors say what is wrong in words.
+    pub fn parse(rtype: RecordType, rdata: &str) -> Result<RecordValue, String> {
+        // Normalising first gives one place that validates; the typed value
+        // is then read from the canonical text, whose shape is known.
+        let text = normalize_rdata(rtype, rdata)?;
+        let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+        let number = |i: usize| -> u16 { fields[i].parse().unwrap_or(0) };
+        Ok(match rtype {
+            RecordType::A => RecordValue::A(fields[0].parse().map_err(|_| "not an IPv4 address")?),
+            RecordType::Aaaa => {
+                RecordValue::Aaaa(fields[0].parse().map_err(|_| "not an IPv6 address")?)
+            }
+            RecordType::Cname => RecordValue::Cname(fields[0].to_owned()),
+            RecordType::Ns => RecordValue::Ns(fields[0].to_owned()),
+            RecordType::Mx => RecordValue::Mx {
+                preference: number(0),
+                exchange: fields[1].to_owned(),
+            },
+            RecordType::Srv => RecordValue::Srv {
+                priority: number(0),
+                weight: number(1),
+                port: number(2),
+                target: fields[3].to_owned(),
+            },
+            RecordType::Txt => RecordValue::Txt(character_strings(&text)?),
+            RecordType::Caa => {
+                let mut parts = text.splitn(3, ' ');
+                let flags = parts.next().unwrap_or("0").parse().unwrap_or(0);
+                let tag = parts.next().unwrap_or("").to_owned();
+                let value = unescape(parts.next().unwrap_or(""))?;
+                RecordValue::Caa { flags, tag, value }
+            }
+        })
+    }
+}
+
 /// Validates presentation-form RDATA of `rtype` and returns its normalised
 /// form, or the reason it was refused.
 pub(crate) fn normalize_rdata(rtype: RecordType, rdata: &str) -> Result<String, String> {
@@ -284,6 +350,29 @@ fn quote(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_values() {
+        let v = |t, r| RecordValue::parse(t, r).unwrap();
+        assert_eq!(v(RecordType::A, "192.0.2.1"), RecordValue::A("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            v(RecordType::Txt, "\"a b\" \"\\255\\034\""),
+            RecordValue::Txt(vec![b"a b".to_vec(), vec![255, b'"']])
+        );
+        assert_eq!(
+            v(RecordType::Caa, "0 Issue \"letsencrypt.org\""),
+            RecordValue::Caa { flags: 0, tag: "issue".into(), value: b"letsencrypt.org".to_vec() }
+        );
+        assert_eq!(
+            v(RecordType::Srv, "1 2 5060 Sip.Example.org."),
+            RecordValue::Srv { priority: 1, weight: 2, port: 5060, target: "sip.example.org.".into() }
+        );
+        assert_eq!(
+            v(RecordType::Mx, "10 ."),
+            RecordValue::Mx { preference: 10, exchange: ".".into() }
+        );
+        assert!(RecordValue::parse(RecordType::Mx, "x mail.example.").is_err());
+    }
 
     #[test]
     fn normalises() {
