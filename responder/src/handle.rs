@@ -392,14 +392,14 @@ fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan
         return Plan::new(RCODE_REFUSED, false);
     };
     let mut plan = Plan::new(RCODE_NOERROR, true);
-    if qtype == TYPE_TXT || qtype == TYPE_ANY {
-        if let Some((count, records)) = rrset(payload, TYPE_TXT) {
-            plan.push_answer(Piece {
-                records,
-                count,
-                owner: Owner::Question(0),
-            });
-        }
+    if (qtype == TYPE_TXT || qtype == TYPE_ANY)
+        && let Some((count, records)) = rrset(payload, TYPE_TXT)
+    {
+        plan.push_answer(Piece {
+            records,
+            count,
+            owner: Owner::Question(0),
+        });
     }
     plan
 }

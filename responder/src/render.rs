@@ -176,10 +176,7 @@ impl PayloadBuilder {
     }
 
     /// Appends the glue pseudo-RRset: records with full owner names.
-    pub(crate) fn glue(
-        &mut self,
-        records: &[(Vec<u8>, u16, u32, Vec<u8>)],
-    ) -> Result<(), RenderError> {
+    pub(crate) fn glue(&mut self, records: &[GlueRecord]) -> Result<(), RenderError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -276,8 +273,13 @@ pub(crate) fn acme_payload(host: &HostData, zone_default: u32) -> Result<Vec<u8>
 
 /// Groups records by type in first-seen order, with the RRset TTL being the
 /// smallest TTL of its records (RFC 2181 §5.2).
-fn group_by_type(records: &[&StaticRecord]) -> Result<Vec<(u16, u32, Vec<Vec<u8>>)>, RenderError> {
-    let mut sets: Vec<(u16, u32, Vec<Vec<u8>>)> = Vec::new();
+/// An RRset being grouped: type, TTL, RDATAs.
+type GroupedSet = (u16, u32, Vec<Vec<u8>>);
+/// A glue record: owner (wire, case kept), type, TTL, RDATA.
+pub(crate) type GlueRecord = (Vec<u8>, u16, u32, Vec<u8>);
+
+fn group_by_type(records: &[&StaticRecord]) -> Result<Vec<GroupedSet>, RenderError> {
+    let mut sets: Vec<GroupedSet> = Vec::new();
     for r in records {
         let rtype = r.data.rtype();
         let rd = rdata(&r.data)?;
@@ -317,13 +319,12 @@ impl Statics {
         let Some(records) = self.by_owner.get(owner) else {
             return Vec::new();
         };
-        if !is_apex {
-            if let Some(c) = records
+        if !is_apex
+            && let Some(c) = records
                 .iter()
                 .find(|r| matches!(r.data, RecordData::Cname(_)))
-            {
-                return vec![c];
-            }
+        {
+            return vec![c];
         }
         records
             .iter()
@@ -359,11 +360,7 @@ impl Statics {
 
     /// In-domain glue (RFC 9471 §2.1): A/AAAA records of NS targets at or
     /// below the cut, from the zone's static records.
-    fn glue(
-        &self,
-        cut: &[u8],
-        targets: &[Vec<u8>],
-    ) -> Result<Vec<(Vec<u8>, u16, u32, Vec<u8>)>, RenderError> {
+    fn glue(&self, cut: &[u8], targets: &[Vec<u8>]) -> Result<Vec<GlueRecord>, RenderError> {
         let mut glue = Vec::new();
         for target in targets {
             let mut lower = target.clone();

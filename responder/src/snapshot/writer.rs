@@ -81,6 +81,9 @@ pub struct ApplyReport {
     pub shards_rebuilt: usize,
 }
 
+/// A name and its new payload (`None`: removed).
+type PendingEntry = (Vec<u8>, Option<Vec<u8>>);
+
 struct ZoneState {
     data: ZoneData,
     /// Apex in wire form, as configured (case kept) and lower-cased.
@@ -349,10 +352,10 @@ impl SnapshotWriter {
             .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
         let (name, acme) = Self::host_names(state, host)?;
         // The ACME name first: it counts toward the host name's references.
-        if let Some(acme) = acme {
-            if self.kind(&acme) == Some(KIND_ACME) {
-                self.drop_name(&acme, &key);
-            }
+        if let Some(acme) = acme
+            && self.kind(&acme) == Some(KIND_ACME)
+        {
+            self.drop_name(&acme, &key);
         }
         if self.kind(&name) == Some(KIND_HOST) {
             self.drop_name(&name, &key);
@@ -509,7 +512,7 @@ impl SnapshotWriter {
             self.collect_garbage();
             return 0;
         }
-        let mut by_shard: HashMap<usize, Vec<(Vec<u8>, Option<Vec<u8>>)>> = HashMap::new();
+        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::new();
         for (name, payload) in self.pending.drain() {
             let hash = self.hasher.hash(&name);
             by_shard
