@@ -520,6 +520,10 @@ impl SnapshotWriter {
                 .or_default()
                 .push((name, payload));
         }
+        // A bulk load leaves a huge, empty map behind: give the memory back.
+        if self.pending.capacity() > 4096 {
+            self.pending = HashMap::new();
+        }
         let mut shards = self.current.shards.clone();
         let mut replaced = Vec::with_capacity(by_shard.len());
         let mut names = self.current.names;
