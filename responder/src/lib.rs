@@ -16,10 +16,20 @@
 //! The packet path never imports SQL, HTTP or the web UI: data reaches it only
 //! through the snapshot, which is built off the packet path.
 
+pub mod export;
 pub mod handle;
 pub mod io;
+mod render;
 pub mod snapshot;
 pub mod wire;
+pub mod zone;
+
+pub use handle::handle;
+pub use render::RenderError;
+pub use snapshot::{
+    ApplyError, ApplyReport, HandlerConfig, Shared, Snapshot, SnapshotView, SnapshotWriter,
+};
+pub use zone::{Change, HostData, RecordData, Soa, StaticRecord, ZoneData};
 
 /// How a query arrived. Decides the response size limit (RFC 1035 §4.2.1,
 /// RFC 6891 §6.2.5: UDP answers never exceed what the client advertised;

@@ -1,0 +1,602 @@
+//! The publish side: turns [`Change`]s into new snapshots.
+//!
+//! Runs on one writer thread (the feed applier). A batch of changes is first
+//! resolved into an overlay of per-name payloads, then each touched shard is
+//! rebuilt once, and one new [`Snapshot`] is published. Old snapshots are
+//! dropped here, on this thread, once no worker holds them.
+//!
+//! Must never: be called from a worker thread, or block workers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::table::{NameHasher, Table};
+use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
+use crate::render::{self, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics};
+use crate::wire::{self, NameKey};
+use crate::zone::{Change, HostData, ZoneData};
+
+/// Handler settings (STYLE habit 7: each with its default and range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// EDNS UDP payload size we advertise and honour, in octets.
+    /// Default 1232 (DNS Flag Day 2020: no IP fragmentation); clamped to 512..=4096.
+    pub udp_payload_size: u16,
+    /// Answer CHAOS TXT `version.bind`/`version.server` with this text.
+    /// Default `None`: such queries are REFUSED.
+    pub chaos_version: Option<String>,
+    /// Answer CHAOS TXT `id.server`/`hostname.bind` (RFC 4892) with this text.
+    /// Default `None`: REFUSED.
+    pub chaos_id: Option<String>,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        Self {
+            udp_payload_size: 1232,
+            chaos_version: None,
+            chaos_id: None,
+        }
+    }
+}
+
+impl HandlerConfig {
+    fn settings(&self) -> Settings {
+        Settings {
+            udp_payload_size: self.udp_payload_size.clamp(512, 4096),
+            chaos_version: self
+                .chaos_version
+                .as_deref()
+                .map(|t| render::chaos_txt(t).into_boxed_slice()),
+            chaos_id: self
+                .chaos_id
+                .as_deref()
+                .map(|t| render::chaos_txt(t).into_boxed_slice()),
+        }
+    }
+}
+
+/// Why one change of a batch was rejected (the others still apply).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("zone {0:?} is not loaded")]
+    UnknownZone(String),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("host name {0:?} is the zone apex")]
+    HostAtApex(String),
+}
+
+/// The result of [`SnapshotWriter::apply`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Changes applied.
+    pub applied: usize,
+    /// Rejected changes: index in the batch and the reason.
+    pub rejected: Vec<(usize, ApplyError)>,
+    /// Shards rebuilt by this batch's publish.
+    pub shards_rebuilt: usize,
+}
+
+/// A name and its new payload (`None`: removed).
+type PendingEntry = (Vec<u8>, Option<Vec<u8>>);
+
+struct ZoneState {
+    data: ZoneData,
+    /// Apex in wire form, as configured (case kept) and lower-cased.
+    apex: Vec<u8>,
+    apex_lower: Vec<u8>,
+    apex_labels: usize,
+    statics: Statics,
+}
+
+/// Owns the publish side. See the module documentation.
+pub struct SnapshotWriter {
+    shared: Shared,
+    current: Arc<Snapshot>,
+    hasher: NameHasher,
+    settings: Arc<Settings>,
+    zones: BTreeMap<Vec<u8>, ZoneState>,
+    /// How many stored names lie below each name strictly between them and
+    /// their apex: such a name exists at least as an empty non-terminal.
+    ent_refs: HashMap<Vec<u8>, u32>,
+    /// Payloads decided by the current batch, by lower-case name.
+    pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    zones_dirty: bool,
+    retired: VecDeque<Arc<Snapshot>>,
+}
+
+impl SnapshotWriter {
+    /// A writer publishing an empty snapshot (every query REFUSED).
+    pub fn new(config: &HandlerConfig) -> Self {
+        let hasher = NameHasher::random();
+        let settings = Arc::new(config.settings());
+        let zones = Arc::new(ZoneTable {
+            table: Table::empty(),
+            hasher: hasher.clone(),
+            max_labels: 0,
+        });
+        let current = Arc::new(Snapshot {
+            shards: vec![None; SHARD_COUNT].into_boxed_slice(),
+            hasher: hasher.clone(),
+            zones,
+            settings: settings.clone(),
+            names: 0,
+            retirement: Default::default(),
+        });
+        let shared = Shared {
+            current: Arc::new(ArcSwap::new(current.clone())),
+        };
+        Self {
+            shared,
+            current,
+            hasher,
+            settings,
+            zones: BTreeMap::new(),
+            ent_refs: HashMap::new(),
+            pending: HashMap::new(),
+            zones_dirty: false,
+            retired: VecDeque::new(),
+        }
+    }
+
+    /// The handle workers load snapshots from.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// The snapshot published last.
+    pub fn current(&self) -> &Snapshot {
+        &self.current
+    }
+
+    /// Changes the handler settings (published with the next snapshot).
+    pub fn set_config(&mut self, config: &HandlerConfig) {
+        self.settings = Arc::new(config.settings());
+        self.zones_dirty = true;
+        self.publish();
+    }
+
+    /// Loads (or replaces) a zone with all its hosts, in one publish.
+    pub fn load_zone(
+        &mut self,
+        zone: ZoneData,
+        hosts: impl IntoIterator<Item = HostData>,
+    ) -> Result<ApplyReport, ApplyError> {
+        let zone_name = zone.name.clone();
+        self.upsert_zone(zone)?;
+        let mut report = ApplyReport {
+            applied: 1,
+            ..Default::default()
+        };
+        for (i, host) in hosts.into_iter().enumerate() {
+            match self.upsert_host(&zone_name, &host) {
+                Ok(()) => report.applied += 1,
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+        report.shards_rebuilt = self.publish();
+        Ok(report)
+    }
+
+    /// Applies a batch of changes in order, then publishes once. A rejected
+    /// change is reported and skipped; the rest still apply.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        for (i, change) in changes.into_iter().enumerate() {
+            let result = match change {
+                Change::UpsertHost(zone, host) => self.upsert_host(&zone, &host),
+                Change::RemoveHost(zone, name) => self.remove_host(&zone, &name),
+                Change::UpsertZone(data) => self.upsert_zone(data),
+                Change::RemoveZone(name) => self.remove_zone(&name),
+                Change::SetSoaSerial(zone, serial) => self.set_soa_serial(&zone, serial),
+            };
+            match result {
+                Ok(()) => report.applied += 1,
+                Err(e) => report.rejected.push((i, e)),
+            }
+        }
+        report.shards_rebuilt = self.publish();
+        report
+    }
+
+    /// Removes every zone and name (one publish).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        for (name, _) in self.current.entries() {
+            self.pending.insert(name.to_vec(), None);
+        }
+        self.zones.clear();
+        self.ent_refs.clear();
+        self.zones_dirty = true;
+        self.publish();
+    }
+
+    /// Renders the zone's master file exactly as served (see [`crate::export`]).
+    pub fn export_zone(&self, zone: &str, hosts: &[HostData]) -> Result<String, ApplyError> {
+        let state = self.zone(zone)?;
+        Ok(crate::export::master_file(&state.data, hosts)?)
+    }
+
+    fn zone_key(name: &str) -> Result<Vec<u8>, ApplyError> {
+        let mut key = render::name(name)?;
+        wire::lowercase_in_place(&mut key);
+        Ok(key)
+    }
+
+    fn zone(&self, name: &str) -> Result<&ZoneState, ApplyError> {
+        self.zones
+            .get(&Self::zone_key(name)?)
+            .ok_or_else(|| ApplyError::UnknownZone(name.to_owned()))
+    }
+
+    /// The payload `name` has now: decided in this batch, else published.
+    fn entry(&self, name: &[u8]) -> Option<&[u8]> {
+        match self.pending.get(name) {
+            Some(p) => p.as_deref(),
+            None => self.current.get(name),
+        }
+    }
+
+    fn kind(&self, name: &[u8]) -> Option<u8> {
+        self.entry(name).map(|p| p[0] & KIND_MASK)
+    }
+
+    /// Names strictly between `name` and the apex (which has `apex_labels`).
+    fn ancestors(name: &[u8], apex_labels: usize) -> Vec<Vec<u8>> {
+        let Ok(key) = NameKey::from_wire(name) else {
+            return Vec::new();
+        };
+        let depth = key.label_count().saturating_sub(apex_labels);
+        (1..depth).map(|i| key.suffix(i).to_vec()).collect()
+    }
+
+    fn add_refs(&mut self, name: &[u8], apex_labels: usize) {
+        for ancestor in Self::ancestors(name, apex_labels) {
+            *self.ent_refs.entry(ancestor.clone()).or_default() += 1;
+            if self.entry(&ancestor).is_none() {
+                self.pending.insert(ancestor, Some(vec![KIND_ENT]));
+            }
+        }
+    }
+
+    fn remove_refs(&mut self, name: &[u8], zone: &[u8]) {
+        let apex_labels = self.zones[zone].apex_labels;
+        for ancestor in Self::ancestors(name, apex_labels) {
+            let Some(count) = self.ent_refs.get_mut(&ancestor) else {
+                continue;
+            };
+            *count -= 1;
+            if *count == 0 {
+                self.ent_refs.remove(&ancestor);
+                if self.kind(&ancestor) == Some(KIND_ENT) {
+                    let payload = self.fallback(&ancestor, zone);
+                    self.pending.insert(ancestor, payload);
+                }
+            }
+        }
+    }
+
+    /// What `name` serves without a host or ACME entry: static records, or
+    /// an empty non-terminal, or nothing.
+    fn fallback(&self, name: &[u8], zone: &[u8]) -> Option<Vec<u8>> {
+        // Rendering was validated when the statics were accepted.
+        if let Ok(Some(p)) = self.zones[zone].statics.payload(name) {
+            return Some(p);
+        }
+        self.ent_refs.contains_key(name).then(|| vec![KIND_ENT])
+    }
+
+    fn host_names(state: &ZoneState, host: &str) -> Result<(Vec<u8>, Option<Vec<u8>>), ApplyError> {
+        let mut name = render::owner_name(host, &state.apex_lower)?;
+        wire::lowercase_in_place(&mut name);
+        if name == state.apex_lower {
+            return Err(ApplyError::HostAtApex(host.to_owned()));
+        }
+        let mut acme = b"\x0f_acme-challenge".to_vec();
+        acme.extend_from_slice(&name);
+        let acme = (acme.len() <= wire::MAX_NAME_LEN).then_some(acme);
+        Ok((name, acme))
+    }
+
+    fn upsert_host(&mut self, zone: &str, host: &HostData) -> Result<(), ApplyError> {
+        let key = Self::zone_key(zone)?;
+        let state = self
+            .zones
+            .get(&key)
+            .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
+        let (name, acme) = Self::host_names(state, &host.name)?;
+        let apex_labels = state.apex_labels;
+        let default_ttl = state.data.default_ttl;
+        let acme_payload = if host.txt.is_empty() {
+            None
+        } else {
+            Some(render::acme_payload(host, default_ttl)?)
+        };
+        if self.kind(&name) != Some(KIND_HOST) {
+            self.add_refs(&name, apex_labels);
+        }
+        self.pending
+            .insert(name, Some(render::host_payload(host, default_ttl)));
+        if let Some(acme) = acme {
+            let was_acme = self.kind(&acme) == Some(KIND_ACME);
+            match acme_payload {
+                Some(payload) => {
+                    if !was_acme {
+                        self.add_refs(&acme, apex_labels);
+                    }
+                    self.pending.insert(acme, Some(payload));
+                }
+                None if was_acme => self.drop_name(&acme, &key),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a host or ACME entry, leaving what else lives at the name.
+    fn drop_name(&mut self, name: &[u8], zone: &[u8]) {
+        self.remove_refs(name, zone);
+        let payload = self.fallback(name, zone);
+        self.pending.insert(name.to_vec(), payload);
+    }
+
+    fn remove_host(&mut self, zone: &str, host: &str) -> Result<(), ApplyError> {
+        let key = Self::zone_key(zone)?;
+        let state = self
+            .zones
+            .get(&key)
+            .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
+        let (name, acme) = Self::host_names(state, host)?;
+        // The ACME name first: it counts toward the host name's references.
+        if let Some(acme) = acme
+            && self.kind(&acme) == Some(KIND_ACME)
+        {
+            self.drop_name(&acme, &key);
+        }
+        if self.kind(&name) == Some(KIND_HOST) {
+            self.drop_name(&name, &key);
+        }
+        Ok(())
+    }
+
+    fn upsert_zone(&mut self, data: ZoneData) -> Result<(), ApplyError> {
+        let apex = render::name(&data.name)?;
+        let mut apex_lower = apex.clone();
+        wire::lowercase_in_place(&mut apex_lower);
+        let statics = Statics::new(&data, &apex)?;
+        let apex_payload = render::apex_payload(&data, &statics, &apex)?;
+        render::negative_soa(&data)?;
+        let apex_labels = NameKey::from_wire(&apex_lower)
+            .map(|k| k.label_count())
+            .unwrap_or(0);
+
+        // Take the old static records out (hosts stay).
+        if let Some(old) = self.zones.get_mut(&apex_lower) {
+            let old_statics = std::mem::replace(
+                &mut old.statics,
+                Statics {
+                    by_owner: HashMap::new(),
+                },
+            );
+            for owner in old_statics.by_owner.keys().filter(|o| **o != apex_lower) {
+                self.remove_refs(owner, &apex_lower);
+                if !matches!(self.kind(owner), Some(KIND_HOST | KIND_ACME)) {
+                    let payload = self.fallback(owner, &apex_lower);
+                    self.pending.insert(owner.clone(), payload);
+                }
+            }
+        }
+        let owners: Vec<Vec<u8>> = statics
+            .by_owner
+            .keys()
+            .filter(|o| **o != apex_lower)
+            .cloned()
+            .collect();
+        self.zones.insert(
+            apex_lower.clone(),
+            ZoneState {
+                data,
+                apex,
+                apex_lower: apex_lower.clone(),
+                apex_labels,
+                statics,
+            },
+        );
+        for owner in owners {
+            self.add_refs(&owner, apex_labels);
+            if !matches!(self.kind(&owner), Some(KIND_HOST | KIND_ACME)) {
+                let payload = self.fallback(&owner, &apex_lower);
+                self.pending.insert(owner, payload);
+            }
+        }
+        self.pending.insert(apex_lower, Some(apex_payload));
+        self.zones_dirty = true;
+        Ok(())
+    }
+
+    /// Whether `name` belongs to the zone `apex` rather than to a zone below it.
+    fn in_zone(&self, name: &[u8], apex: &[u8]) -> bool {
+        if !name.ends_with(apex) {
+            return false;
+        }
+        let Ok(key) = NameKey::from_wire(name) else {
+            return false;
+        };
+        (0..key.label_count())
+            .map(|i| key.suffix(i))
+            .take_while(|s| s.len() > apex.len())
+            .all(|s| !self.zones.contains_key(s))
+    }
+
+    fn remove_zone(&mut self, zone: &str) -> Result<(), ApplyError> {
+        let key = Self::zone_key(zone)?;
+        if self.zones.remove(&key).is_none() {
+            return Err(ApplyError::UnknownZone(zone.to_owned()));
+        }
+        // A zone removal touches every name of the zone, whatever the design;
+        // finding them scans all shards (rare, admin operation).
+        let doomed: Vec<Vec<u8>> = self
+            .current
+            .entries()
+            .map(|(n, _)| n)
+            .chain(self.pending.keys().map(Vec::as_slice))
+            .filter(|n| self.in_zone(n, &key))
+            .map(<[u8]>::to_vec)
+            .collect();
+        for name in doomed {
+            self.pending.insert(name, None);
+        }
+        let refs: Vec<Vec<u8>> = self
+            .ent_refs
+            .keys()
+            .filter(|n| self.in_zone(n, &key))
+            .cloned()
+            .collect();
+        for name in refs {
+            self.ent_refs.remove(&name);
+        }
+        self.zones_dirty = true;
+        Ok(())
+    }
+
+    fn set_soa_serial(&mut self, zone: &str, serial: u32) -> Result<(), ApplyError> {
+        let key = Self::zone_key(zone)?;
+        let state = self
+            .zones
+            .get_mut(&key)
+            .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
+        state.data.soa.serial = serial;
+        let payload = render::apex_payload(&state.data, &state.statics, &state.apex)?;
+        self.pending.insert(key, Some(payload));
+        self.zones_dirty = true;
+        Ok(())
+    }
+
+    fn build_zone_table(&self) -> ZoneTable {
+        let rendered: Vec<(Vec<u8>, u64, Vec<u8>)> = self
+            .zones
+            .iter()
+            .map(|(k, z)| {
+                (
+                    k.clone(),
+                    self.hasher.hash(k),
+                    render::negative_soa(&z.data).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let entries: Vec<(&[u8], u64, &[u8])> = rendered
+            .iter()
+            .map(|(k, h, p)| (k.as_slice(), *h, p.as_slice()))
+            .collect();
+        let max_labels = self
+            .zones
+            .values()
+            .map(|z| z.apex_labels)
+            .max()
+            .unwrap_or(0);
+        ZoneTable {
+            table: Table::build(&entries),
+            hasher: self.hasher.clone(),
+            max_labels,
+        }
+    }
+
+    /// Rebuilds the touched shards, publishes one snapshot, and frees what
+    /// no worker uses any more. Returns the number of shards rebuilt.
+    fn publish(&mut self) -> usize {
+        if self.pending.is_empty() && !self.zones_dirty {
+            self.collect_garbage();
+            return 0;
+        }
+        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::new();
+        for (name, payload) in self.pending.drain() {
+            let hash = self.hasher.hash(&name);
+            by_shard
+                .entry(hash as usize & (SHARD_COUNT - 1))
+                .or_default()
+                .push((name, payload));
+        }
+        // A bulk load leaves a huge, empty map behind: give the memory back.
+        if self.pending.capacity() > 4096 {
+            self.pending = HashMap::new();
+        }
+        let mut shards = self.current.shards.clone();
+        let mut replaced = Vec::with_capacity(by_shard.len());
+        let mut names = self.current.names;
+        let rebuilt = by_shard.len();
+        for (index, updates) in by_shard {
+            let old = shards[index];
+            // SAFETY: `old` belongs to the current snapshot, which we hold.
+            let old_table = old.map(|p| unsafe { p.as_ref() });
+            let updated: HashMap<&[u8], Option<&[u8]>> = updates
+                .iter()
+                .map(|(n, p)| (n.as_slice(), p.as_deref()))
+                .collect();
+            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::new();
+            for (name, payload) in old_table.into_iter().flat_map(Table::iter) {
+                if !updated.contains_key(name) {
+                    entries.push((name, self.hasher.hash(name), payload));
+                }
+            }
+            names -= old_table.map_or(0, Table::len);
+            for (name, payload) in &updated {
+                if let Some(payload) = payload {
+                    entries.push((name, self.hasher.hash(name), payload));
+                }
+            }
+            names += entries.len();
+            shards[index] = if entries.is_empty() {
+                None
+            } else {
+                Some(NonNull::from(Box::leak(Box::new(Table::build(&entries)))))
+            };
+            replaced.extend(old);
+        }
+        let zones = if self.zones_dirty {
+            Arc::new(self.build_zone_table())
+        } else {
+            self.current.zones.clone()
+        };
+        self.zones_dirty = false;
+        let next = Arc::new(Snapshot {
+            shards,
+            hasher: self.hasher.clone(),
+            zones,
+            settings: self.settings.clone(),
+            names,
+            retirement: Default::default(),
+        });
+        let previous = self.shared.current.swap(next.clone());
+        debug_assert!(Arc::ptr_eq(&previous, &self.current));
+        // The previous snapshot now keeps `next` alive and will free the
+        // shards it alone used; `set` cannot fail: it is retired only once.
+        let _ = previous.retirement.set(Retirement {
+            successor: next.clone(),
+            replaced,
+        });
+        self.current = next;
+        self.retired.push_back(previous);
+        self.collect_garbage();
+        rebuilt
+    }
+
+    /// Drops retired snapshots no worker holds, oldest first (each keeps the
+    /// next one alive, so only the front can ever be free).
+    pub fn collect_garbage(&mut self) {
+        while let Some(front) = self.retired.front() {
+            if Arc::strong_count(front) > 1 {
+                break;
+            }
+            self.retired.pop_front();
+        }
+    }
+
+    /// Number of replaced snapshots still waiting for workers to let go.
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+}

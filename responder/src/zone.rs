@@ -1,0 +1,138 @@
+//! Input data for the responder: zones, hosts and changes, as plain values.
+//!
+//! These types are what the feed hands to [`crate::snapshot::SnapshotWriter`].
+//! They know nothing of SQL or HTTP (the lead converts the database model into
+//! them) and nothing of the wire: rendering happens in `render`.
+//!
+//! Name conventions: zone names and names inside RDATA are absolute
+//! (a trailing dot is optional); host names and static record owners are
+//! relative to their zone, `@` or the empty string meaning the apex.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The SOA fields of a zone (RFC 1035 §3.3.13), plus the SOA record's TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    pub mname: String,
+    /// Mailbox as a domain name (`hostmaster.example.net`).
+    pub rname: String,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    /// Negative caching TTL (RFC 2308 §4).
+    pub minimum: u32,
+    /// TTL of the SOA record itself.
+    pub ttl: u32,
+}
+
+/// RDATA of a static record, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    /// One TXT record made of these character-strings; strings longer than
+    /// 255 octets are split into 255-octet pieces.
+    Txt(Vec<String>),
+    Cname(String),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Caa {
+        flags: u8,
+        tag: String,
+        value: String,
+    },
+    /// A delegation when the owner is below the apex. The apex NS set is
+    /// [`ZoneData::ns`]; NS records with owner `@` here are ignored.
+    Ns(String),
+}
+
+impl RecordData {
+    /// The record type code.
+    pub fn rtype(&self) -> u16 {
+        use crate::wire::*;
+        match self {
+            RecordData::A(_) => TYPE_A,
+            RecordData::Aaaa(_) => TYPE_AAAA,
+            RecordData::Mx { .. } => TYPE_MX,
+            RecordData::Txt(_) => TYPE_TXT,
+            RecordData::Cname(_) => TYPE_CNAME,
+            RecordData::Srv { .. } => TYPE_SRV,
+            RecordData::Caa { .. } => TYPE_CAA,
+            RecordData::Ns(_) => TYPE_NS,
+        }
+    }
+}
+
+/// A record configured by an administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRecord {
+    /// Relative to the zone; `@` or empty for the apex.
+    pub owner: String,
+    pub ttl: u32,
+    pub data: RecordData,
+}
+
+/// One zone: apex data and static records. Hosts come separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneData {
+    /// Absolute zone name (`dyn.example.net`).
+    pub name: String,
+    pub soa: Soa,
+    /// Apex NS set (absolute names).
+    pub ns: Vec<String>,
+    pub ns_ttl: u32,
+    /// TTL of host records whose [`HostData::ttl`] is `None`.
+    pub default_ttl: u32,
+    pub records: Vec<StaticRecord>,
+}
+
+/// A dynamic host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostData {
+    /// Relative to the zone (`h0000001`).
+    pub name: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// ACME DNS-01 tokens, served as TXT at `_acme-challenge.<host>`, one
+    /// record per value (RFC 8555 §8.4).
+    pub txt: Vec<String>,
+    /// The host also answers for every name below it.
+    pub wildcard: bool,
+    /// Offline and disabled hosts exist but have no address records (NODATA).
+    pub offline: bool,
+    pub disabled: bool,
+    /// Record TTL; the zone's `default_ttl` when `None`.
+    pub ttl: Option<u32>,
+}
+
+/// One change from the feed. A batch of them is applied with one publish
+/// per touched shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace a host (zone name, host).
+    UpsertHost(String, HostData),
+    /// Remove a host (zone name, host name).
+    RemoveHost(String, String),
+    /// Create or replace a zone's apex data and static records; its hosts stay.
+    UpsertZone(ZoneData),
+    /// Remove a zone with all its hosts and records.
+    RemoveZone(String),
+    /// Set a zone's SOA serial (zone name, serial).
+    SetSoaSerial(String, u32),
+}
+
+impl HostData {
+    /// Whether the host's address records are served.
+    pub fn serves_addresses(&self) -> bool {
+        !self.offline && !self.disabled
+    }
+}
