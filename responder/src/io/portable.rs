@@ -228,8 +228,7 @@ where
             match ev.u64 {
                 SHUTDOWN => return Ok(()),
                 TCP => {
-                    let snapshot = shared.load();
-                    tcp.process(&**snapshot, &handler)
+                    tcp.process(&shared, &handler)
                         .map_err(err("epoll_wait TCP"))?;
                 }
                 i => {

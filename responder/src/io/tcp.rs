@@ -17,6 +17,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use super::socket::{Epoll, close_now, setsockopt_int};
 use crate::{Outcome, Transport};
 
@@ -128,9 +130,8 @@ impl Tcp {
         }
     }
 
-    /// Services every ready listener and connection. `snapshot` is loaded
-    /// once by the caller for the whole call.
-    pub(super) fn process<S, H>(&mut self, snapshot: &S, handler: &H) -> std::io::Result<()>
+    /// Services every ready listener and connection.
+    pub(super) fn process<S, H>(&mut self, shared: &ArcSwap<S>, handler: &H) -> std::io::Result<()>
     where
         H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
     {
@@ -161,7 +162,7 @@ impl Tcp {
                 let Some(conn) = self.slots[slot].connection.as_mut() else {
                     continue;
                 };
-                let next = service(conn, &mut self.scratch, snapshot, handler);
+                let next = service(conn, &mut self.scratch, shared, handler);
                 let next = match next {
                     Next::Keep => update_interest(&self.epoll, conn, token),
                     Next::Close => Next::Close,
@@ -258,12 +259,17 @@ impl Tcp {
 
 /// Answers buffered queries, writes, reads; until the socket would block,
 /// the output is backlogged, or the peer closed.
-fn service<S, H>(conn: &mut Connection, scratch: &mut [u8], snapshot: &S, handler: &H) -> Next
+fn service<S, H>(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    shared: &ArcSwap<S>,
+    handler: &H,
+) -> Next
 where
     H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
 {
     loop {
-        if conn.pending() < OUTPUT_HIGH_WATER && !answer(conn, scratch, snapshot, handler) {
+        if conn.pending() < OUTPUT_HIGH_WATER && !answer(conn, scratch, shared, handler) {
             return Next::Close;
         }
         match flush(conn) {
@@ -313,10 +319,19 @@ where
 /// Answers every complete query in the input buffer (in order, RFC 7766
 /// §6.2.1.1 pipelining) until the output is backlogged; compacts the input
 /// and makes room for the next message. False: the stream is unusable.
-fn answer<S, H>(conn: &mut Connection, scratch: &mut [u8], snapshot: &S, handler: &H) -> bool
+///
+/// The snapshot is loaded here, after the read, once per call: a query
+/// sent after a swap is always answered from the new snapshot.
+fn answer<S, H>(conn: &mut Connection, scratch: &mut [u8], shared: &ArcSwap<S>, handler: &H) -> bool
 where
     H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
 {
+    if !conn.has_complete_message() {
+        make_room(conn);
+        return true;
+    }
+    let snapshot = shared.load();
+    let snapshot: &S = &snapshot;
     let mut start = 0;
     while conn.input_len - start >= 2 && conn.pending() < OUTPUT_HIGH_WATER {
         let len = usize::from(u16::from_be_bytes([
@@ -341,6 +356,11 @@ where
         conn.input.copy_within(start..conn.input_len, 0);
         conn.input_len -= start;
     }
+    make_room(conn);
+    true
+}
+
+fn make_room(conn: &mut Connection) {
     // Room for the whole next message (or at least its length prefix).
     if conn.input_len >= 2 {
         let need = 2 + usize::from(u16::from_be_bytes([conn.input[0], conn.input[1]]));
@@ -348,7 +368,6 @@ where
             conn.input.resize(need, 0);
         }
     }
-    true
 }
 
 /// Writes pending output until done or the socket would block.
