@@ -1,14 +1,15 @@
 //! The io_uring backend: per worker one ring with a multishot `RecvMsgMulti`
 //! per UDP socket over a provided-buffer ring (`register_buf_ring`), answers
-//! built in per-worker response buffers and sent with batched `SendMsg`
-//! submissions, one `io_uring_enter` (submit and wait) per batch.
+//! built in per-worker response buffers and sent with batched `Send`
+//! submissions (sendto: IORING_OP_SEND with a destination address), one
+//! `io_uring_enter` (submit and wait) per batch.
 //!
 //! Buffer `bid` of the provided-buffer ring has a companion response buffer
-//! `bid` and `msghdr` `bid`: a query received into buffer `bid` is answered
-//! from response buffer `bid`, sent to the peer address the kernel wrote into
-//! buffer `bid` (no copy), and buffer `bid` goes back to the ring when that
-//! send completes. In-flight sends therefore never exceed the ring size, and
-//! the submission queue is sized so they always fit.
+//! `bid`: a query received into buffer `bid` is answered from response
+//! buffer `bid`, sent to the peer address the kernel wrote into buffer `bid`
+//! (no copy), and buffer `bid` goes back to the ring when that send
+//! completes. In-flight sends therefore never exceed the ring size, and the
+//! submission queue is sized so they always fit.
 //!
 //! TCP is not done with ring operations: the worker's TCP epoll fd (tcp.rs,
 //! shared with the portable backend) is watched by a multishot `PollAdd`, and
@@ -107,7 +108,7 @@ fn probe_here(config: &IoConfig) -> Result<(), IoError> {
         .map_err(unavailable("IORING_REGISTER_PROBE"))?;
     for (code, what) in [
         (opcode::RecvMsgMulti::CODE, "no IORING_OP_RECVMSG"),
-        (opcode::SendMsg::CODE, "no IORING_OP_SENDMSG"),
+        (opcode::Send::CODE, "no IORING_OP_SEND"),
         (opcode::PollAdd::CODE, "no IORING_OP_POLL_ADD"),
         (
             opcode::SendZc::CODE,
@@ -284,14 +285,6 @@ where
         recv_msghdr: Box::new(unsafe { std::mem::zeroed() }),
         responses: vec![0; count * config.udp_max_response].into_boxed_slice(),
         max_response: config.udp_max_response,
-        // SAFETY: all-zero is a valid msghdr.
-        send_msghdrs: (0..count).map(|_| unsafe { std::mem::zeroed() }).collect(),
-        send_iovecs: (0..count)
-            .map(|_| libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            })
-            .collect(),
         sends_in_flight: 0,
         recvs_armed: 0,
         cqes: Vec::with_capacity(config.udp_batch),
@@ -327,8 +320,6 @@ struct Worker {
     recv_msghdr: Box<libc::msghdr>,
     responses: Box<[u8]>,
     max_response: usize,
-    send_msghdrs: Box<[libc::msghdr]>,
-    send_iovecs: Box<[libc::iovec]>,
     sends_in_flight: usize,
     recvs_armed: usize,
     /// Completions being handled (capacity fixed at start).
@@ -500,20 +491,21 @@ impl Worker {
             return Ok(());
         };
         let name = message.name_data();
-        self.send_iovecs[b] = libc::iovec {
-            iov_base: response.as_mut_ptr().cast(),
-            iov_len: len.min(self.max_response),
-        };
-        let hdr = &mut self.send_msghdrs[b];
-        // The peer address stays in the provided buffer, untouched until the
-        // send completes and the buffer goes back to the ring.
-        hdr.msg_name = name.as_ptr().cast_mut().cast();
-        hdr.msg_namelen = name.len() as libc::socklen_t;
-        hdr.msg_iov = &raw mut self.send_iovecs[b];
-        hdr.msg_iovlen = 1;
-        let entry = opcode::SendMsg::new(types::Fd(self.udp[socket].as_raw_fd()), &raw const *hdr)
-            .build()
-            .user_data(user_data(TAG_SEND, u64::from(bid)));
+        // IORING_OP_SEND with a destination address (sendto; kernel 6.0,
+        // implied by the probe): cheaper than SendMsg, which would make the
+        // kernel copy in a msghdr and an iovec per answer. The peer address
+        // stays in the provided buffer, untouched until the send completes
+        // and the buffer goes back to the ring.
+        let len = len.min(self.max_response) as u32;
+        let entry = opcode::Send::new(
+            types::Fd(self.udp[socket].as_raw_fd()),
+            response.as_ptr(),
+            len,
+        )
+        .dest_addr(name.as_ptr().cast())
+        .dest_addr_len(name.len() as libc::socklen_t)
+        .build()
+        .user_data(user_data(TAG_SEND, u64::from(bid)));
         self.push(&entry)?;
         self.sends_in_flight += 1;
         Ok(())
@@ -547,7 +539,6 @@ impl Worker {
             );
             let buffers = std::mem::replace(&mut self.buffers.buffers, Box::new([]));
             std::mem::forget(buffers);
-            std::mem::forget(std::mem::take(&mut self.send_msghdrs));
             std::mem::forget(std::mem::take(&mut self.responses));
             return;
         }
