@@ -495,3 +495,58 @@ fn binding_a_taken_address_names_it() {
     );
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
 }
+
+/// A publication type other than `Arc<ArcSwap<_>>` (as a sharded snapshot
+/// has) plugs in through `io::Source`.
+#[derive(Clone)]
+struct CountingSource {
+    value: Arc<ArcSwap<u32>>,
+    loads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl io::Source for CountingSource {
+    type Snapshot = u32;
+    type Guard = io::Loaded<u32>;
+    fn load(&self) -> io::Loaded<u32> {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        io::Source::load(&self.value)
+    }
+}
+
+#[test]
+fn custom_source_loaded_once_per_batch() {
+    for mode in [IoMode::Portable, IoMode::IoUring] {
+        let source = CountingSource {
+            value: Arc::new(ArcSwap::from_pointee(7)),
+            loads: Arc::default(),
+        };
+        let config = IoConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            workers: 1,
+            io: mode,
+            pin_workers: false,
+            ..IoConfig::default()
+        };
+        let server = match io::start(&config, source.clone(), handler) {
+            Ok(s) => s,
+            Err(IoError::IoUringUnavailable { .. }) => continue,
+            Err(e) => panic!("{e}"),
+        };
+        let c = udp_client(server.local_addrs()[0]);
+        set_rcvbuf(c.as_raw_fd(), 1 << 20);
+        // 200 queries sent before any is read arrive in few batches.
+        for id in 0..200 {
+            c.send(&query(id)).unwrap();
+        }
+        let mut buf = [0u8; 512];
+        for _ in 0..200 {
+            let n = c.recv(&mut buf).unwrap();
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert_eq!(check_answer(&buf[..n], id).0, 7);
+        }
+        let loads = source.loads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(loads < 200, "{mode:?}: {loads} loads for 200 queries");
+        server.shutdown().unwrap();
+    }
+}

@@ -30,6 +30,7 @@ mod tcp;
 mod uring;
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -240,15 +241,59 @@ fn signal_shutdown(fd: &OwnedFd) {
 }
 
 /// Everything a worker thread needs; built in `start`, moved into the thread.
-struct WorkerParts<S, H> {
+struct WorkerParts<Src, H> {
     index: usize,
     config: IoConfig,
     udp: Vec<OwnedFd>,
     tcp: Vec<OwnedFd>,
     shutdown_fd: std::os::fd::RawFd,
-    shared: Arc<ArcSwap<S>>,
+    shared: Src,
     handler: H,
     cpu: Option<usize>,
+}
+
+/// Where workers get the current snapshot from: one `load` per receive
+/// batch, the guard is dropped before the batch's answers are sent.
+///
+/// Implemented for `Arc<ArcSwap<S>>`; a sharded snapshot with its own
+/// publication type implements it in a few lines, e.g.
+///
+/// ```ignore
+/// impl io::Source for snapshot::Shared {
+///     type Snapshot = snapshot::Snapshot;
+///     type Guard = snapshot::SnapshotView;
+///     fn load(&self) -> snapshot::SnapshotView { snapshot::Shared::load(self) }
+/// }
+/// ```
+pub trait Source: Clone + Send + 'static {
+    /// What the handler reads.
+    type Snapshot;
+    /// Keeps the loaded snapshot alive for one batch.
+    type Guard: Deref<Target = Self::Snapshot>;
+    /// One lock-free load (an atomic operation, no allocation).
+    fn load(&self) -> Self::Guard;
+}
+
+impl<S: Send + Sync + 'static> Source for Arc<ArcSwap<S>> {
+    type Snapshot = S;
+    type Guard = Loaded<S>;
+
+    #[inline]
+    fn load(&self) -> Loaded<S> {
+        Loaded(ArcSwap::load(self))
+    }
+}
+
+/// A snapshot loaded from an `ArcSwap` (dereferences to the snapshot).
+pub struct Loaded<S>(arc_swap::Guard<Arc<S>>);
+
+impl<S> Deref for Loaded<S> {
+    type Target = S;
+
+    #[inline]
+    fn deref(&self) -> &S {
+        &self.0
+    }
 }
 
 /// Binds the sockets, picks the backend and starts the workers. Returns once
@@ -256,16 +301,13 @@ struct WorkerParts<S, H> {
 /// returns) or with the first error.
 ///
 /// `handler(snapshot, query, response, transport)` is called once per query;
-/// the snapshot is loaded once per receive batch. For UDP `response` is
-/// [`IoConfig::udp_max_response`] bytes long, for TCP 65535 bytes.
-pub fn start<S, H>(
-    config: &IoConfig,
-    shared: Arc<ArcSwap<S>>,
-    handler: H,
-) -> Result<Server, IoError>
+/// the snapshot is loaded from `shared` once per receive batch. For UDP
+/// `response` is [`IoConfig::udp_max_response`] bytes long, for TCP 65535
+/// bytes.
+pub fn start<Src, H>(config: &IoConfig, shared: Src, handler: H) -> Result<Server, IoError>
 where
-    S: Send + Sync + 'static,
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
 {
     let config = config.clamped();
     if config.listen.is_empty() {
@@ -344,14 +386,14 @@ where
     Ok(server)
 }
 
-fn run_worker<S, H>(
-    parts: WorkerParts<S, H>,
+fn run_worker<Src, H>(
+    parts: WorkerParts<Src, H>,
     backend: Backend,
     ready: mpsc::Sender<Result<(), IoError>>,
 ) -> Result<(), IoError>
 where
-    S: Send + Sync + 'static,
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
 {
     if let Some(cpu) = parts.cpu {
         socket::pin_to_cpu(cpu);

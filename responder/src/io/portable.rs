@@ -13,7 +13,7 @@ use std::sync::mpsc::Sender;
 
 use super::socket::Epoll;
 use super::tcp::Tcp;
-use super::{IoError, WorkerParts};
+use super::{IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
 
 const SHUTDOWN: u64 = u64::MAX;
@@ -81,9 +81,10 @@ impl UdpBatch {
 
     /// Receives up to one batch from `fd`, answers it and sends the answers.
     /// Returns how many datagrams were received (0: nothing was queued).
-    fn run_once<S, H>(&mut self, fd: i32, shared: &arc_swap::ArcSwap<S>, handler: &H) -> usize
+    fn run_once<Src, H>(&mut self, fd: i32, shared: &Src, handler: &H) -> usize
     where
-        H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+        Src: Source,
+        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
     {
         // SAFETY: `rx` holds `batch` mmsghdrs wired to live buffers of the
         // advertised sizes (see `new`); the kernel writes only into those.
@@ -115,7 +116,7 @@ impl UdpBatch {
             }
             let query = &self.queries[i * self.max_query..i * self.max_query + got];
             let response = &mut self.responses[i * self.max_response..(i + 1) * self.max_response];
-            let Outcome::Reply(len) = handler(&**snapshot, query, response, Transport::Udp) else {
+            let Outcome::Reply(len) = handler(&snapshot, query, response, Transport::Udp) else {
                 continue;
             };
             self.tx_iov[m].iov_base = response.as_mut_ptr().cast();
@@ -162,13 +163,13 @@ impl UdpBatch {
 
 /// The worker loop. Reports setup success or failure through `ready`, then
 /// serves until the shutdown eventfd becomes readable.
-pub(super) fn run<S, H>(
-    parts: WorkerParts<S, H>,
+pub(super) fn run<Src, H>(
+    parts: WorkerParts<Src, H>,
     ready: Sender<Result<(), IoError>>,
 ) -> Result<(), IoError>
 where
-    S: Send + Sync + 'static,
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
 {
     let worker = parts.index;
     let err = |what| {

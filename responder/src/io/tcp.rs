@@ -17,8 +17,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
+use super::Source;
 use super::socket::{Epoll, close_now, setsockopt_int};
 use crate::{Outcome, Transport};
 
@@ -131,9 +130,10 @@ impl Tcp {
     }
 
     /// Services every ready listener and connection.
-    pub(super) fn process<S, H>(&mut self, shared: &ArcSwap<S>, handler: &H) -> std::io::Result<()>
+    pub(super) fn process<Src, H>(&mut self, shared: &Src, handler: &H) -> std::io::Result<()>
     where
-        H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+        Src: Source,
+        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
     {
         loop {
             let mut events = std::mem::take(&mut self.events);
@@ -259,14 +259,10 @@ impl Tcp {
 
 /// Answers buffered queries, writes, reads; until the socket would block,
 /// the output is backlogged, or the peer closed.
-fn service<S, H>(
-    conn: &mut Connection,
-    scratch: &mut [u8],
-    shared: &ArcSwap<S>,
-    handler: &H,
-) -> Next
+fn service<Src, H>(conn: &mut Connection, scratch: &mut [u8], shared: &Src, handler: &H) -> Next
 where
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
 {
     loop {
         if conn.pending() < OUTPUT_HIGH_WATER && !answer(conn, scratch, shared, handler) {
@@ -322,16 +318,17 @@ where
 ///
 /// The snapshot is loaded here, after the read, once per call: a query
 /// sent after a swap is always answered from the new snapshot.
-fn answer<S, H>(conn: &mut Connection, scratch: &mut [u8], shared: &ArcSwap<S>, handler: &H) -> bool
+fn answer<Src, H>(conn: &mut Connection, scratch: &mut [u8], shared: &Src, handler: &H) -> bool
 where
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
 {
     if !conn.has_complete_message() {
         make_room(conn);
         return true;
     }
     let snapshot = shared.load();
-    let snapshot: &S = &snapshot;
+    let snapshot: &Src::Snapshot = &snapshot;
     let mut start = 0;
     while conn.input_len - start >= 2 && conn.pending() < OUTPUT_HIGH_WATER {
         let len = usize::from(u16::from_be_bytes([

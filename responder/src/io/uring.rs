@@ -32,11 +32,10 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::tcp::Tcp;
-use super::{IoConfig, IoError, WorkerParts};
+use super::{IoConfig, IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
 
 /// user_data tags (top byte); the low bits carry a socket index or buffer id.
@@ -232,13 +231,13 @@ fn user_data(tag: u64, low: u64) -> u64 {
 }
 
 /// The worker loop.
-pub(super) fn run<S, H>(
-    parts: WorkerParts<S, H>,
+pub(super) fn run<Src, H>(
+    parts: WorkerParts<Src, H>,
     ready: Sender<Result<(), IoError>>,
 ) -> Result<(), IoError>
 where
-    S: Send + Sync + 'static,
-    H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
+    Src: Source,
+    H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome + Clone + Send + 'static,
 {
     let worker = parts.index;
     let err = |what| {
@@ -362,14 +361,15 @@ impl Worker {
         self.push(&entry)
     }
 
-    fn serve<S, H>(
+    fn serve<Src, H>(
         &mut self,
-        shared: &ArcSwap<S>,
+        shared: &Src,
         handler: &H,
         ready: &Sender<Result<(), IoError>>,
     ) -> std::io::Result<()>
     where
-        H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+        Src: Source,
+        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
     {
         for socket in 0..self.udp.len() {
             self.arm_recv(socket)?;
@@ -386,7 +386,7 @@ impl Worker {
             self.wait()?;
             // One snapshot load per batch, after the completions arrived.
             let snapshot = shared.load();
-            let snapshot: &S = &snapshot;
+            let snapshot: &Src::Snapshot = &snapshot;
             let mut stop = false;
             // Completions are copied out in chunks (into a vector allocated
             // once) so that `self` can push sends while handling them.
@@ -450,15 +450,15 @@ impl Worker {
         }
     }
 
-    fn on_recv<S, H>(
+    fn on_recv<T, H>(
         &mut self,
         socket: usize,
         cqe: &cqueue::Entry,
-        snapshot: &S,
+        snapshot: &T,
         handler: &H,
     ) -> std::io::Result<()>
     where
-        H: Fn(&S, &[u8], &mut [u8], Transport) -> Outcome,
+        H: Fn(&T, &[u8], &mut [u8], Transport) -> Outcome,
     {
         if !cqueue::more(cqe.flags()) {
             // Multishot ended: the buffer ring ran dry (ENOBUFS) or an
