@@ -550,3 +550,85 @@ fn custom_source_loaded_once_per_batch() {
         server.shutdown().unwrap();
     }
 }
+
+/// Forbids io_uring_setup (EPERM) for the calling thread and the threads it
+/// spawns, as Docker's default seccomp profile does for a whole container.
+#[cfg(target_arch = "x86_64")]
+fn forbid_io_uring_in_this_thread() {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: 0x05 | 0x10, // BPF_JMP | BPF_JEQ | BPF_K
+        jt,
+        jf,
+        k,
+    };
+    let load_word = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    let ret = 0x06; // BPF_RET | BPF_K
+    let mut filter = [
+        stmt(load_word, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(load_word, 0), // seccomp_data.nr
+        jump(libc::SYS_io_uring_setup as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls; `prog` points at a live filter array that
+    // the kernel copies. Without TSYNC only this thread (and threads it
+    // spawns later) are filtered, not the rest of the test binary.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const prog
+            ),
+            0
+        );
+    }
+}
+
+/// Docker's default seccomp profile: Auto falls back to the portable
+/// backend (and serves), IoUring fails with a reason naming the refusal.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn auto_falls_back_when_seccomp_forbids_io_uring() {
+    std::thread::spawn(|| {
+        forbid_io_uring_in_this_thread();
+        let Some(f) = start(IoMode::Auto, |_| {}) else {
+            panic!("Auto must not fail")
+        };
+        assert_eq!(f.server.backend(), Backend::Portable);
+        udp_ask(&udp_client(f.server.local_addrs()[0]), 1);
+        let mut s = tcp_client(f.server.local_addrs()[1]);
+        s.write_all(&framed(2)).unwrap();
+        check_answer(&tcp_read_message(&mut s), 2);
+        f.server.shutdown().unwrap();
+
+        let config = IoConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            workers: 1,
+            io: IoMode::IoUring,
+            ..IoConfig::default()
+        };
+        let e = io::start(&config, Arc::new(ArcSwap::from_pointee(0u32)), handler).unwrap_err();
+        let IoError::IoUringUnavailable { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::EPERM), "{e}");
+        assert!(e.to_string().contains("seccomp"), "{e}");
+    })
+    .join()
+    .unwrap();
+}
