@@ -42,7 +42,7 @@ fn secret(args: &SecretArgs) -> Result<(String, bool)> {
 
 /// A random secret of 120 bits, as 24 characters a person can type and a
 /// router accepts (no symbols that need escaping in a URL or a form).
-pub fn generate_secret() -> String {
+pub(crate) fn generate_secret() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut out = String::with_capacity(24);
     let mut bytes = [0u8; 64];
@@ -59,7 +59,7 @@ pub fn generate_secret() -> String {
     out
 }
 
-pub async fn zone(store: &Store, config: &Config, command: ZoneCommand) -> Result<()> {
+pub(crate) async fn zone(store: &Store, config: &Config, command: ZoneCommand) -> Result<()> {
     let actor = Actor::cli();
     match command {
         ZoneCommand::Add {
@@ -85,7 +85,11 @@ pub async fn zone(store: &Store, config: &Config, command: ZoneCommand) -> Resul
                 "zone {} added (serial {}, NS {})",
                 zone.name.to_unicode(),
                 zone.serial,
-                zone.ns.iter().map(Name::as_str).collect::<Vec<_>>().join(" ")
+                zone.ns
+                    .iter()
+                    .map(Name::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
         ZoneCommand::List => {
@@ -97,7 +101,11 @@ pub async fn zone(store: &Store, config: &Config, command: ZoneCommand) -> Resul
                     zone.name.to_unicode(),
                     zone.serial,
                     zone.default_ttl,
-                    zone.ns.iter().map(Name::as_str).collect::<Vec<_>>().join(" ")
+                    zone.ns
+                        .iter()
+                        .map(Name::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 );
             }
         }
@@ -116,9 +124,10 @@ pub async fn zone(store: &Store, config: &Config, command: ZoneCommand) -> Resul
             origin,
             merge,
         } => {
-            let parsed = tokio::task::spawn_blocking(move || zonefile::read(&file, origin.as_deref()))
-                .await
-                .context("the zone file reader stopped")??;
+            let parsed =
+                tokio::task::spawn_blocking(move || zonefile::read(&file, origin.as_deref()))
+                    .await
+                    .context("the zone file reader stopped")??;
             let zone_name = name("zone", &parsed.name)?;
             let ns = parsed
                 .ns
@@ -175,7 +184,7 @@ fn mailbox(text: &str) -> Result<Name> {
     name("--soa-rname", &dns_form)
 }
 
-pub async fn user(store: &Store, config: &Config, command: UserCommand) -> Result<()> {
+pub(crate) async fn user(store: &Store, config: &Config, command: UserCommand) -> Result<()> {
     let actor = Actor::cli();
     match command {
         UserCommand::Add {
@@ -243,7 +252,7 @@ pub async fn user(store: &Store, config: &Config, command: UserCommand) -> Resul
     Ok(())
 }
 
-pub async fn host(store: &Store, config: &Config, command: HostCommand) -> Result<()> {
+pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -> Result<()> {
     let actor = Actor::cli();
     match command {
         HostCommand::Add {
@@ -285,7 +294,7 @@ pub async fn host(store: &Store, config: &Config, command: HostCommand) -> Resul
                 zone: zone.map(|z| name("zone", &z)).transpose()?,
                 owner: user,
             };
-            let hosts = store.list_hosts(&filter).await?;
+            let hosts = store.list_hosts(filter).await?;
             println!(
                 "{:<40} {:<16} {:<16} {:<39} FLAGS",
                 "HOST", "OWNER", "IPV4", "IPV6"
@@ -305,8 +314,12 @@ pub async fn host(store: &Store, config: &Config, command: HostCommand) -> Resul
                     "{:<40} {:<16} {:<16} {:<39} {}",
                     host.fqdn.to_unicode(),
                     host.owner,
-                    host.ipv4.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-                    host.ipv6.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    host.ipv4
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    host.ipv6
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     flags.join(",")
                 );
             }
@@ -321,7 +334,7 @@ pub async fn host(store: &Store, config: &Config, command: HostCommand) -> Resul
 }
 
 /// The configured per-user host limit; 0 means unlimited.
-pub fn default_limit(config: &Config) -> Option<u32> {
+pub(crate) fn default_limit(config: &Config) -> Option<u32> {
     (config.hosts.default_max_hosts != 0).then_some(config.hosts.default_max_hosts)
 }
 
@@ -340,8 +353,14 @@ mod tests {
 
     #[test]
     fn mailbox_forms() {
-        assert_eq!(mailbox("hostmaster@example.org").unwrap().as_str(), "hostmaster.example.org");
-        assert_eq!(mailbox("hostmaster.example.org").unwrap().as_str(), "hostmaster.example.org");
+        assert_eq!(
+            mailbox("hostmaster@example.org").unwrap().as_str(),
+            "hostmaster.example.org"
+        );
+        assert_eq!(
+            mailbox("hostmaster.example.org").unwrap().as_str(),
+            "hostmaster.example.org"
+        );
         assert!(mailbox("first.last@example.org").is_err());
     }
 }

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Dynamic DNS service: updater, web UI and authoritative DNS responder"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (default: ddserver.toml in the working directory if
     /// present, else built-in defaults). DDSERVER_<SECTION>_<KEY> environment
     /// variables override it.
@@ -25,14 +25,14 @@ pub struct Cli {
         env = "DDSERVER_CONFIG",
         value_name = "FILE"
     )]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run every part in one process on the configured addresses.
     Serve,
     /// Run the authoritative DNS responder alone.
@@ -53,7 +53,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ZoneCommand {
+pub(crate) enum ZoneCommand {
     /// Create a dynamic zone.
     Add {
         /// The zone's name, e.g. dyn.example.net (Unicode is accepted).
@@ -92,7 +92,7 @@ pub enum ZoneCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum UserCommand {
+pub(crate) enum UserCommand {
     /// Create an active account.
     Add {
         name: String,
@@ -118,7 +118,7 @@ pub enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum HostCommand {
+pub(crate) enum HostCommand {
     /// Create a host inside a zone.
     Add {
         /// The host's full name, e.g. myrouter.dyn.example.net.
@@ -145,11 +145,11 @@ pub enum HostCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct SecretArgs {
+pub(crate) struct SecretArgs {
     /// Read the password or update secret from the first line of standard
     /// input (default: generate one and print it once).
     #[arg(long = "password-stdin")]
-    pub password_stdin: bool,
+    pub(crate) password_stdin: bool,
 }
 
 #[cfg(test)]

@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The file read when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "ddserver.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "ddserver.toml";
 /// Prefix of the environment variables that override the file.
-pub const ENV_PREFIX: &str = "DDSERVER_";
+pub(crate) const ENV_PREFIX: &str = "DDSERVER_";
 
 /// Why the configuration could not be loaded. Every variant names the source.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("reading configuration file '{path}': {source}")]
     Read {
         path: PathBuf,
@@ -42,21 +42,21 @@ pub enum ConfigError {
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub database: DatabaseConfig,
-    pub responder: ResponderConfig,
-    pub updater: UpdaterConfig,
-    pub webui: WebuiConfig,
-    pub hosts: HostsConfig,
-    pub log: LogConfig,
+pub(crate) struct Config {
+    pub(crate) database: DatabaseConfig,
+    pub(crate) responder: ResponderConfig,
+    pub(crate) updater: UpdaterConfig,
+    pub(crate) webui: WebuiConfig,
+    pub(crate) hosts: HostsConfig,
+    pub(crate) log: LogConfig,
 }
 
 /// `[database]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
+pub(crate) struct DatabaseConfig {
     /// `sqlite://PATH` (created on first start) or `mysql://USER:PASS@HOST/DB`.
-    pub url: DatabaseUrl,
+    pub(crate) url: DatabaseUrl,
 }
 
 impl Default for DatabaseConfig {
@@ -70,7 +70,7 @@ impl Default for DatabaseConfig {
 /// How the responder does its socket I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum IoChoice {
+pub(crate) enum IoChoice {
     /// io_uring where the kernel allows it, else the portable backend.
     Auto,
     /// io_uring or fail at start.
@@ -82,29 +82,29 @@ pub enum IoChoice {
 /// `[responder]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ResponderConfig {
+pub(crate) struct ResponderConfig {
     /// Addresses to serve DNS on, UDP and TCP each.
     #[serde(deserialize_with = "one_or_many")]
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
     /// Worker threads, one socket pair each; 0 = one per core.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// `auto`, `io-uring` or `portable`.
-    pub io: IoChoice,
+    pub(crate) io: IoChoice,
     /// Pin each worker to a core where the system allows it.
-    pub pin_workers: bool,
+    pub(crate) pin_workers: bool,
     /// Unix socket on which writers push changes to this responder.
-    pub control_socket: PathBuf,
+    pub(crate) control_socket: PathBuf,
     /// The UDP payload size we advertise in EDNS(0) OPT (RFC 6891 §6.2.5);
     /// 1232 avoids IP fragmentation (DNS flag day 2020). Range 512..=4096.
-    pub udp_payload: u16,
+    pub(crate) udp_payload: u16,
     /// Seconds an idle TCP connection is kept (RFC 7766 §6.2.3). 1..=300.
-    pub tcp_idle_timeout: u64,
+    pub(crate) tcp_idle_timeout: u64,
     /// Open TCP connections per worker; more are refused. 1..=65536.
-    pub tcp_max_connections: usize,
+    pub(crate) tcp_max_connections: usize,
     /// Answer `version.bind` / `id.server` CHAOS TXT queries.
-    pub chaos: bool,
+    pub(crate) chaos: bool,
     /// Text of the `id.server` answer when `chaos` is on (default: host name).
-    pub server_id: Option<String>,
+    pub(crate) server_id: Option<String>,
 }
 
 impl Default for ResponderConfig {
@@ -127,10 +127,10 @@ impl Default for ResponderConfig {
 /// `[updater]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct UpdaterConfig {
+pub(crate) struct UpdaterConfig {
     /// Addresses for the dyndns2 HTTP listener.
     #[serde(deserialize_with = "one_or_many")]
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
 }
 
 impl Default for UpdaterConfig {
@@ -144,12 +144,12 @@ impl Default for UpdaterConfig {
 /// `[webui]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WebuiConfig {
+pub(crate) struct WebuiConfig {
     /// Addresses for the web UI's HTTP listener.
     #[serde(deserialize_with = "one_or_many")]
-    pub listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<SocketAddr>,
     /// The URL users reach the web UI at (links in e-mails, cookies' scope).
-    pub public_url: String,
+    pub(crate) public_url: String,
 }
 
 impl Default for WebuiConfig {
@@ -164,13 +164,13 @@ impl Default for WebuiConfig {
 /// `[hosts]`: defaults for hosts and their owners.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HostsConfig {
+pub(crate) struct HostsConfig {
     /// Hosts a user may own when the account sets no limit of its own;
     /// 0 = unlimited.
-    pub default_max_hosts: u32,
+    pub(crate) default_max_hosts: u32,
     /// TTL in seconds of host records for zones created without `--ttl`.
     /// 1..=86400.
-    pub default_ttl: u32,
+    pub(crate) default_ttl: u32,
 }
 
 impl Default for HostsConfig {
@@ -185,10 +185,10 @@ impl Default for HostsConfig {
 /// `[log]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// A tracing filter such as `info` or `ddserver=debug,sqlx=warn`;
     /// `RUST_LOG` wins when set.
-    pub filter: String,
+    pub(crate) filter: String,
 }
 
 impl Default for LogConfig {
@@ -203,16 +203,16 @@ impl Default for LogConfig {
 /// `check-config` output; only [`DatabaseUrl::expose`] returns it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct DatabaseUrl(String);
+pub(crate) struct DatabaseUrl(String);
 
 impl DatabaseUrl {
     /// The URL with its password, for connecting only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         let url = &self.0;
         let Some(scheme_end) = url.find("://") else {
             return url.clone();
@@ -289,7 +289,7 @@ const NON_SETTING_VARS: &[&str] = &["DDSERVER_CONFIG"];
 impl Config {
     /// The file to read when `--config` is not given: `ddserver.toml` in the
     /// working directory if it exists.
-    pub fn default_path() -> Option<PathBuf> {
+    pub(crate) fn default_path() -> Option<PathBuf> {
         let path = PathBuf::from(DEFAULT_CONFIG_FILE);
         path.exists().then_some(path)
     }
@@ -297,7 +297,7 @@ impl Config {
     /// Loads the configuration: defaults, then the file at `path` if any, then
     /// `DDSERVER_*` variables from `env`. Returns the configuration and a
     /// description of where it came from.
-    pub fn load(
+    pub(crate) fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Config, String), ConfigError> {
@@ -392,7 +392,7 @@ impl Config {
     }
 
     /// The effective configuration as TOML, secrets redacted.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the configuration always serialises")
     }
 }

@@ -14,8 +14,8 @@ use domain::zonefile::inplace::{Entry, Zonefile};
 
 /// Why a master file cannot be imported.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("reading '{path}': {source}")]
+pub(crate) enum ImportError {
+    #[error("reading '{path}'")]
     Read {
         path: String,
         source: std::io::Error,
@@ -62,37 +62,37 @@ pub enum ImportError {
 
 /// The SOA of an imported zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedSoa {
-    pub mname: String,
-    pub rname: String,
-    pub serial: u32,
-    pub refresh: u32,
-    pub retry: u32,
-    pub expire: u32,
-    pub minimum: u32,
-    pub ttl: u32,
+pub(crate) struct ParsedSoa {
+    pub(crate) mname: String,
+    pub(crate) rname: String,
+    pub(crate) serial: u32,
+    pub(crate) refresh: u32,
+    pub(crate) retry: u32,
+    pub(crate) expire: u32,
+    pub(crate) minimum: u32,
+    pub(crate) ttl: u32,
 }
 
 /// One static record: names absolute without the trailing dot, lower-case;
 /// rdata in presentation form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedRecord {
-    pub owner: String,
-    pub rtype: Rtype,
-    pub ttl: u32,
-    pub rdata: String,
+pub(crate) struct ParsedRecord {
+    pub(crate) owner: String,
+    pub(crate) rtype: Rtype,
+    pub(crate) ttl: u32,
+    pub(crate) rdata: String,
 }
 
 /// A whole master file, sorted.
 #[derive(Debug, Clone)]
-pub struct ParsedZone {
-    pub name: String,
-    pub soa: ParsedSoa,
-    /// The apex NS set and its TTL.
-    pub ns: Vec<String>,
-    pub ns_ttl: u32,
+pub(crate) struct ParsedZone {
+    pub(crate) name: String,
+    pub(crate) soa: ParsedSoa,
+    /// The apex NS set. (Its TTL is not kept: the store serves the apex NS
+    /// set with the SOA's TTL.)
+    pub(crate) ns: Vec<String>,
     /// Everything else, in file order.
-    pub records: Vec<ParsedRecord>,
+    pub(crate) records: Vec<ParsedRecord>,
 }
 
 /// An absolute domain name as we store it: lower-case, no trailing dot.
@@ -106,7 +106,7 @@ fn plain(name: impl std::fmt::Display) -> String {
 
 /// Reads and sorts the master file at `path`. `origin` is used when the file
 /// does not set `$ORIGIN` itself.
-pub fn read(path: &Path, origin: Option<&str>) -> Result<ParsedZone, ImportError> {
+pub(crate) fn read(path: &Path, origin: Option<&str>) -> Result<ParsedZone, ImportError> {
     let shown = path.display().to_string();
     let mut file = std::fs::File::open(path).map_err(|source| ImportError::Read {
         path: shown.clone(),
@@ -207,7 +207,6 @@ fn parse(mut zonefile: Zonefile, path: &str) -> Result<ParsedZone, ImportError> 
         });
     };
     let mut ns = Vec::new();
-    let mut ns_ttl = soa.ttl;
     let mut records = Vec::with_capacity(rest.len());
     for record in rest {
         if !is_at_or_below(&record.owner, &name) {
@@ -219,7 +218,6 @@ fn parse(mut zonefile: Zonefile, path: &str) -> Result<ParsedZone, ImportError> 
             });
         }
         if record.owner == name && record.rtype == Rtype::NS {
-            ns_ttl = record.ttl;
             ns.push(plain(&record.rdata));
         } else {
             records.push(record);
@@ -235,7 +233,6 @@ fn parse(mut zonefile: Zonefile, path: &str) -> Result<ParsedZone, ImportError> 
         name,
         soa,
         ns,
-        ns_ttl,
         records,
     })
 }
@@ -282,7 +279,6 @@ mod tests {
             (7, 30, 300)
         );
         assert_eq!(zone.ns, ["ns1.dyn.example.net", "ns2.other.example"]);
-        assert_eq!(zone.ns_ttl, 3600);
         let rtypes: Vec<_> = zone.records.iter().map(|r| r.rtype.to_string()).collect();
         assert_eq!(
             rtypes,

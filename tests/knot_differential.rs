@@ -10,8 +10,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,7 +143,9 @@ fn ask(addr: SocketAddr, probe: &Probe, id: u16) -> Vec<u8> {
     let query = probe.bytes(id);
     if probe.tcp {
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let mut framed = (query.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&query);
         stream.write_all(&framed).unwrap();
@@ -154,7 +156,9 @@ fn ask(addr: SocketAddr, probe: &Probe, id: u16) -> Vec<u8> {
         buf
     } else {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
         let mut buf = vec![0u8; 65535];
         for _ in 0..3 {
             socket.send_to(&query, addr).unwrap();
@@ -309,7 +313,14 @@ fn answers_match_knot_dns() {
     let zone_file = write_file(scratch.dir.path(), "static.zone", STATIC_ZONE);
     scratch.ok(&["zone", "import", zone_file.to_str().unwrap()]);
     scratch.ok_stdin(
-        &["user", "add", "alice", "--email", "alice@example.org", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--email",
+            "alice@example.org",
+            "--password-stdin",
+        ],
         "correct horse battery staple\n",
     );
     for (label, v4, v6) in HOSTS {
@@ -345,7 +356,10 @@ fn answers_match_knot_dns() {
         if answer.len() > 12 && answer[3] & 0x0f == 0 && answer[7] > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "Knot DNS did not load the exported zone:\n{exported}");
+        assert!(
+            Instant::now() < deadline,
+            "Knot DNS did not load the exported zone:\n{exported}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -357,7 +371,12 @@ fn answers_match_knot_dns() {
         let query = probe.bytes(id);
         let theirs = ask(knot, probe, id);
         let mine = ask(ours, probe, id);
-        assert_eq!(&mine[..2], &query[..2], "ID not echoed for {}", probe.describe());
+        assert_eq!(
+            &mine[..2],
+            &query[..2],
+            "ID not echoed for {}",
+            probe.describe()
+        );
         assert!(
             question_echoed(&query, &mine),
             "question not echoed byte for byte for {}",

@@ -48,3 +48,15 @@ pub enum Outcome {
     /// Send nothing (a response, or a packet too broken to carry a header).
     Drop,
 }
+
+/// Workers load the published snapshot through [`snapshot::Shared`]: one
+/// atomic load per receive batch.
+impl io::Source for snapshot::Shared {
+    type Snapshot = snapshot::Snapshot;
+    type Guard = snapshot::SnapshotView;
+
+    #[inline]
+    fn load(&self) -> snapshot::SnapshotView {
+        snapshot::Shared::load(self)
+    }
+}

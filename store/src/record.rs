@@ -93,7 +93,11 @@ pub enum RecordValue {
         target: String,
     },
     /// RFC 8659 fields; the tag lower-case.
-    Caa { flags: u8, tag: String, value: Vec<u8> },
+    Caa {
+        flags: u8,
+        tag: String,
+        value: Vec<u8>,
+    },
     /// The name server of a delegation (absolute, with the trailing dot).
     Ns(String),
 }
@@ -354,22 +358,37 @@ mod tests {
     #[test]
     fn typed_values() {
         let v = |t, r| RecordValue::parse(t, r).unwrap();
-        assert_eq!(v(RecordType::A, "192.0.2.1"), RecordValue::A("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            v(RecordType::A, "192.0.2.1"),
+            RecordValue::A("192.0.2.1".parse().unwrap())
+        );
         assert_eq!(
             v(RecordType::Txt, "\"a b\" \"\\255\\034\""),
             RecordValue::Txt(vec![b"a b".to_vec(), vec![255, b'"']])
         );
         assert_eq!(
             v(RecordType::Caa, "0 Issue \"letsencrypt.org\""),
-            RecordValue::Caa { flags: 0, tag: "issue".into(), value: b"letsencrypt.org".to_vec() }
+            RecordValue::Caa {
+                flags: 0,
+                tag: "issue".into(),
+                value: b"letsencrypt.org".to_vec()
+            }
         );
         assert_eq!(
             v(RecordType::Srv, "1 2 5060 Sip.Example.org."),
-            RecordValue::Srv { priority: 1, weight: 2, port: 5060, target: "sip.example.org.".into() }
+            RecordValue::Srv {
+                priority: 1,
+                weight: 2,
+                port: 5060,
+                target: "sip.example.org.".into()
+            }
         );
         assert_eq!(
             v(RecordType::Mx, "10 ."),
-            RecordValue::Mx { preference: 10, exchange: ".".into() }
+            RecordValue::Mx {
+                preference: 10,
+                exchange: ".".into()
+            }
         );
         assert!(RecordValue::parse(RecordType::Mx, "x mail.example.").is_err());
     }

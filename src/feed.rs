@@ -1,0 +1,362 @@
+//! From the database to the responder: the full load at start, then
+//! following the change log.
+//!
+//! Every change-log entry names what changed (a host, or a zone); applying
+//! it means re-reading the current state of that name and handing it to the
+//! snapshot writer. Re-reading makes application idempotent, so reading a
+//! range twice is harmless, and the responder converges on the last
+//! committed state whatever it missed (DESIGN invariants 1 and 3).
+//!
+//! Serials on MySQL/MariaDB are AUTO_INCREMENT values taken inside each
+//! transaction, so a transaction that started earlier may commit later with
+//! a lower serial: a gap in what we read may still fill. We therefore never
+//! move our applied mark past a young gap; we read from the gap again at the
+//! next tick (re-applying what lies beyond it, harmlessly) until it fills or
+//! is old enough to be a rolled-back transaction.
+//!
+//! This module converts store types into the responder's plain input types;
+//! it is the only place that knows both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use ddserver_responder::{Change, HostData, RecordData, Soa, StaticRecord, ZoneData};
+use ddserver_store::{ChangeKind, Host, Name, RecordValue, Store};
+
+/// Change-log rows read per query.
+const BATCH: u32 = 2000;
+/// A gap in the serials older than this is a rolled-back transaction, not
+/// one still in flight. Generous: a transaction holds its serial from insert
+/// to commit, which is milliseconds.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What a batch of change-log entries asks of one zone, least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ZoneWork {
+    /// Only hosts changed: refresh the SOA serial.
+    Serial,
+    /// Static records changed: reload the zone's apex data and records.
+    Records,
+    /// Created or removed: drop what we serve and load it anew.
+    Recreate,
+}
+
+/// What the full load put in the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loaded {
+    pub(crate) zones: usize,
+    pub(crate) names: usize,
+    pub(crate) serial: u64,
+}
+
+/// Follows the change log of one database.
+pub(crate) struct Follower {
+    store: Store,
+    /// Every serial up to this one is applied (or known to be a gap).
+    applied: u64,
+    /// Gaps above `applied` and when we first saw each.
+    gaps: BTreeMap<u64, Instant>,
+}
+
+impl Follower {
+    pub(crate) fn new(store: Store) -> Follower {
+        Follower {
+            store,
+            applied: 0,
+            gaps: BTreeMap::new(),
+        }
+    }
+
+    /// The highest serial up to which everything is applied.
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Loads every zone and host through `apply`, then catches up with what
+    /// was committed meanwhile.
+    pub(crate) async fn load_all<F, Fut>(&mut self, apply: F) -> Result<Loaded>
+    where
+        F: Fn(Vec<Change>) -> Fut,
+        Fut: Future<Output = Result<usize>>,
+    {
+        let mut full = self.store.load_all().await?;
+        self.applied = full.serial;
+        let zones = full.zones.len();
+        let mut names = 0;
+        for zone in full.zones {
+            names += zone.records.len();
+            apply(vec![Change::UpsertZone(zone_data(&zone)?)]).await?;
+        }
+        while let Some(page) = full.hosts.next_batch().await? {
+            names += page.len();
+            let batch = page
+                .iter()
+                .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
+                .collect();
+            apply(batch).await?;
+        }
+        self.catch_up(&apply).await?;
+        Ok(Loaded {
+            zones,
+            names,
+            serial: self.applied,
+        })
+    }
+
+    /// Applies every change committed since the last call, in batches.
+    /// Returns how many change-log entries were read.
+    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<usize>
+    where
+        F: Fn(Vec<Change>) -> Fut,
+        Fut: Future<Output = Result<usize>>,
+    {
+        let mut total = 0;
+        loop {
+            let entries = self.store.changes_since(self.applied, BATCH).await?;
+            if entries.is_empty() {
+                return Ok(total);
+            }
+            total += entries.len();
+            let last = entries.last().map(|c| c.serial).unwrap_or(self.applied);
+            let full_batch = entries.len() == BATCH as usize;
+
+            // What changed, each name once, zones before hosts.
+            let mut zones: BTreeMap<String, ZoneWork> = BTreeMap::new();
+            let mut hosts: BTreeSet<(String, String)> = BTreeSet::new();
+            for entry in &entries {
+                let zone = entry.zone.as_str().to_owned();
+                let work = match entry.kind {
+                    ChangeKind::ZoneAdded | ChangeKind::ZoneRemoved => ZoneWork::Recreate,
+                    ChangeKind::ZoneChanged | ChangeKind::RecordsChanged => ZoneWork::Records,
+                    ChangeKind::HostAdded | ChangeKind::HostChanged | ChangeKind::HostRemoved => {
+                        hosts.insert((zone.clone(), entry.name.as_str().to_owned()));
+                        ZoneWork::Serial
+                    }
+                };
+                let slot = zones.entry(zone).or_insert(ZoneWork::Serial);
+                *slot = (*slot).max(work);
+            }
+            let mut batch = Vec::new();
+            for (zone, work) in &zones {
+                let name =
+                    Name::parse(zone).map_err(|e| anyhow!("zone {zone} in the change log: {e}"))?;
+                let current = self.store.zone_by_name(&name).await?;
+                if *work == ZoneWork::Recreate {
+                    // Removed, or removed and added again: start from nothing
+                    // so no host of the old zone survives.
+                    batch.push(Change::RemoveZone(zone.clone()));
+                }
+                let Some(current) = current else { continue };
+                if *work >= ZoneWork::Records {
+                    let records = self.store.list_records(&name).await?;
+                    batch.push(Change::UpsertZone(zone_data(&ddserver_store::ZoneData {
+                        zone: current,
+                        records,
+                    })?));
+                }
+                if *work == ZoneWork::Recreate {
+                    let filter = ddserver_store::HostFilter {
+                        zone: Some(name.clone()),
+                        owner: None,
+                    };
+                    for host in self.store.list_hosts(filter).await? {
+                        batch.push(Change::UpsertHost(zone.clone(), host_data(&host)));
+                    }
+                }
+            }
+            for (zone, fqdn) in &hosts {
+                if zones.get(zone) == Some(&ZoneWork::Recreate) {
+                    continue; // the zone's reload above covered its hosts
+                }
+                let name =
+                    Name::parse(fqdn).map_err(|e| anyhow!("host {fqdn} in the change log: {e}"))?;
+                match self.store.host_by_fqdn(&name).await? {
+                    Some(host) if host.zone.as_str() == zone => {
+                        batch.push(Change::UpsertHost(zone.clone(), host_data(&host)))
+                    }
+                    _ => batch.push(Change::RemoveHost(zone.clone(), relative(fqdn, zone))),
+                }
+            }
+            // The serials go after the hosts so the SOA matches the data.
+            for (zone, work) in &zones {
+                if *work == ZoneWork::Serial {
+                    let name = Name::parse(zone).map_err(|e| anyhow!("zone {zone}: {e}"))?;
+                    if let Some(current) = self.store.zone_by_name(&name).await? {
+                        batch.push(Change::SetSoaSerial(zone.clone(), current.serial));
+                    }
+                }
+            }
+            apply(batch).await?;
+            self.advance(&entries.iter().map(|c| c.serial).collect::<Vec<_>>(), last);
+            if !full_batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Moves the applied mark over `serials` (sorted, all > applied), but
+    /// not past a gap that may still fill.
+    fn advance(&mut self, serials: &[u64], last: u64) {
+        let now = Instant::now();
+        let mut expected = self.applied + 1;
+        let mut stop_at = None;
+        for &serial in serials {
+            while expected < serial {
+                let first_seen = *self.gaps.entry(expected).or_insert(now);
+                if stop_at.is_none() && now.duration_since(first_seen) < GAP_PATIENCE {
+                    stop_at = Some(expected - 1);
+                }
+                expected += 1;
+            }
+            self.gaps.remove(&serial);
+            expected = serial + 1;
+        }
+        self.applied = stop_at.unwrap_or(last).max(self.applied);
+        self.gaps = self.gaps.split_off(&(self.applied + 1));
+    }
+}
+
+/// `fqdn` relative to `zone` (both lower-case, no trailing dot).
+fn relative(fqdn: &str, zone: &str) -> String {
+    fqdn.strip_suffix(zone)
+        .and_then(|s| s.strip_suffix('.'))
+        .unwrap_or(fqdn)
+        .to_owned()
+}
+
+/// A stored host as the responder serves it.
+pub(crate) fn host_data(host: &Host) -> HostData {
+    HostData {
+        name: host.label.clone(),
+        ipv4: host.ipv4,
+        ipv6: host.ipv6,
+        txt: host.txt.clone(),
+        wildcard: host.flags.wildcard,
+        offline: host.flags.offline,
+        disabled: host.flags.disabled.is_some(),
+        ttl: None,
+    }
+}
+
+/// A stored zone with its static records as the responder serves it.
+pub(crate) fn zone_data(stored: &ddserver_store::ZoneData) -> Result<ZoneData> {
+    let zone = &stored.zone;
+    let apex = zone.name.as_str();
+    let mut records = Vec::with_capacity(stored.records.len());
+    for record in &stored.records {
+        let value = RecordValue::parse(record.rtype, &record.rdata).map_err(|e| {
+            anyhow!(
+                "stored record '{} {} {}' cannot be served: {e}",
+                record.owner,
+                record.rtype,
+                record.rdata
+            )
+        })?;
+        let owner = if record.owner.as_str() == apex {
+            "@".to_owned()
+        } else {
+            relative(record.owner.as_str(), apex)
+        };
+        records.push(StaticRecord {
+            owner,
+            ttl: record.ttl,
+            data: record_data(value)
+                .with_context(|| format!("stored record '{} {}'", record.owner, record.rtype))?,
+        });
+    }
+    Ok(ZoneData {
+        name: apex.to_owned(),
+        soa: Soa {
+            mname: zone.mname.as_str().to_owned(),
+            rname: zone.rname.as_str().to_owned(),
+            serial: zone.serial,
+            refresh: zone.timers.refresh,
+            retry: zone.timers.retry,
+            expire: zone.timers.expire,
+            minimum: zone.timers.minimum,
+            ttl: zone.timers.soa_ttl,
+        },
+        ns: zone.ns.iter().map(|n| n.as_str().to_owned()).collect(),
+        ns_ttl: zone.timers.soa_ttl,
+        default_ttl: zone.default_ttl,
+        records,
+    })
+}
+
+fn record_data(value: RecordValue) -> Result<RecordData> {
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes)
+            .map_err(|_| anyhow!("character-strings that are not UTF-8 are not served yet"))
+    };
+    Ok(match value {
+        RecordValue::A(a) => RecordData::A(a),
+        RecordValue::Aaaa(a) => RecordData::Aaaa(a),
+        RecordValue::Mx {
+            preference,
+            exchange,
+        } => RecordData::Mx {
+            preference,
+            exchange,
+        },
+        RecordValue::Txt(strings) => {
+            RecordData::Txt(strings.into_iter().map(text).collect::<Result<_>>()?)
+        }
+        RecordValue::Cname(target) => RecordData::Cname(target),
+        RecordValue::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RecordData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        },
+        RecordValue::Caa { flags, tag, value } => RecordData::Caa {
+            flags,
+            tag,
+            value: text(value)?,
+        },
+        RecordValue::Ns(target) => RecordData::Ns(target),
+    })
+}
+
+/// A zone and its hosts, for `zone export`.
+pub(crate) async fn zone_with_hosts(
+    store: &Store,
+    zone: &Name,
+) -> Result<(ZoneData, Vec<HostData>)> {
+    let stored = store
+        .zone_by_name(zone)
+        .await?
+        .with_context(|| format!("zone {} does not exist", zone.to_unicode()))?;
+    let records = store.list_records(zone).await?;
+    let data = zone_data(&ddserver_store::ZoneData {
+        zone: stored,
+        records,
+    })?;
+    let hosts = store
+        .list_hosts(ddserver_store::HostFilter {
+            zone: Some(zone.clone()),
+            owner: None,
+        })
+        .await?
+        .iter()
+        .map(host_data)
+        .collect();
+    Ok((data, hosts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_names() {
+        assert_eq!(relative("h1.dyn.example.net", "dyn.example.net"), "h1");
+        assert_eq!(relative("a.b.dyn.example.net", "dyn.example.net"), "a.b");
+    }
+}
