@@ -58,7 +58,14 @@ const HOSTS: &[(&str, Option<&str>, Option<&str>)] = &[
 
 /// Differences from Knot DNS that we keep, each with its reason. Matched on
 /// the query's description.
-const ACCEPTED: &[(&str, &str)] = &[];
+const ACCEPTED: &[(&str, &str)] = &[(
+    "noaddr.",
+    "A host without addresses is a name that exists with no records: we answer \
+     NODATA (NOERROR, SOA in authority), since the host is in the database and \
+     its _acme-challenge or wildcard children may exist (RFC 8020: NXDOMAIN would \
+     deny the whole subtree). A master file cannot hold an empty node, so Knot, \
+     serving the export, answers NXDOMAIN.",
+)];
 
 struct Knot {
     child: Child,
@@ -208,7 +215,7 @@ fn summarize(bytes: &[u8]) -> String {
                 continue;
             }
             let record = record
-                .to_record::<AllRecordData<Vec<u8>, ParsedName<Vec<u8>>>>()
+                .to_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>()
                 .expect("record data parses")
                 .expect("known type");
             set.insert(record.to_string().to_ascii_lowercase());
@@ -385,7 +392,10 @@ fn answers_match_knot_dns() {
         let (a, b) = (summarize(&theirs), summarize(&mine));
         if a != b {
             let what = probe.describe();
-            if ACCEPTED.iter().any(|(pattern, _)| what.contains(pattern)) {
+            if ACCEPTED
+                .iter()
+                .any(|(pattern, _)| what.to_ascii_lowercase().contains(pattern))
+            {
                 continue;
             }
             differences.push(format!("== {what}\n-- knot:\n{a}-- ddserver:\n{b}"));
