@@ -324,6 +324,46 @@ pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -
                 );
             }
         }
+        HostCommand::Set {
+            fqdn,
+            wildcard,
+            offline,
+            disable,
+            enable,
+        } => {
+            let fqdn = name("host", &fqdn)?;
+            let host = store
+                .host_by_fqdn(&fqdn)
+                .await?
+                .with_context(|| format!("host {} does not exist", fqdn.to_unicode()))?;
+            let mut flags = host.flags;
+            if let Some(wildcard) = wildcard {
+                flags.wildcard = wildcard;
+            }
+            if let Some(offline) = offline {
+                flags.offline = offline;
+            }
+            if let Some(reason) = disable {
+                if reason.trim().is_empty() {
+                    bail!("--disable needs a reason the owner will see");
+                }
+                flags.disabled = Some(reason);
+            }
+            if enable {
+                flags.disabled = None;
+            }
+            store.set_host_flags(&actor, &fqdn, flags.clone()).await?;
+            println!(
+                "host {}: wildcard {}, offline {}, {}",
+                fqdn.to_unicode(),
+                if flags.wildcard { "on" } else { "off" },
+                if flags.offline { "on" } else { "off" },
+                match &flags.disabled {
+                    Some(reason) => format!("disabled ({reason})"),
+                    None => "enabled".into(),
+                }
+            );
+        }
         HostCommand::Remove { fqdn } => {
             let fqdn = name("host", &fqdn)?;
             store.remove_host(&actor, &fqdn).await?;

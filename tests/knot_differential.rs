@@ -54,18 +54,26 @@ const HOSTS: &[(&str, Option<&str>, Option<&str>)] = &[
     ("v6only", None, Some("2001:db8:1::3")),
     ("noaddr", None, None),
     ("router-7", Some("198.51.100.7"), None),
+    ("wild", Some("198.51.100.8"), Some("2001:db8:1::8")),
+    ("away", Some("198.51.100.9"), None),
 ];
 
 /// Differences from Knot DNS that we keep, each with its reason. Matched on
 /// the query's description.
-const ACCEPTED: &[(&str, &str)] = &[(
-    "noaddr.",
-    "A host without addresses is a name that exists with no records: we answer \
+const ACCEPTED: &[(&str, &str)] = &[
+    (
+        "away.",
+        "An offline host answers NODATA like an address-less host (below).",
+    ),
+    (
+        "noaddr.",
+        "A host without addresses is a name that exists with no records: we answer \
      NODATA (NOERROR, SOA in authority), since the host is in the database and \
      its _acme-challenge or wildcard children may exist (RFC 8020: NXDOMAIN would \
      deny the whole subtree). A master file cannot hold an empty node, so Knot, \
      serving the export, answers NXDOMAIN.",
-)];
+    ),
+];
 
 struct Knot {
     child: Child,
@@ -260,6 +268,9 @@ fn probes() -> Vec<Probe> {
         "example.net".into(),
         "other.example".into(),
         "x.home.dyn.example.net".into(),
+        "x.wild.dyn.example.net".into(),
+        "a.b.WILD.dyn.example.net".into(),
+        "_acme-challenge.wild.dyn.example.net".into(),
     ];
     for (label, _, _) in HOSTS {
         names.push(format!("{label}.{ZONE}"));
@@ -342,6 +353,8 @@ fn answers_match_knot_dns() {
         args.push("--password-stdin");
         scratch.ok_stdin(&args, "update-secret-0123456789\n");
     }
+    scratch.ok(&["host", "set", &format!("wild.{ZONE}"), "--wildcard", "on"]);
+    scratch.ok(&["host", "set", &format!("away.{ZONE}"), "--offline", "on"]);
     let exported = scratch.ok(&["zone", "export", ZONE]);
     let export_file = write_file(scratch.dir.path(), "exported.zone", &exported);
 
