@@ -291,8 +291,14 @@ where
     // The kernel reads only these two lengths from the recvmsg template.
     worker.recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
     worker.recv_msghdr.msg_controllen = 0;
-    let result = worker.serve(&parts.shared, &parts.handler, &ready);
+    if let Err(e) = worker.arm() {
+        worker.drain();
+        let _ = ready.send(Err(err("arming the ring")(e)));
+        return Ok(());
+    }
+    let _ = ready.send(Ok(()));
     drop(ready);
+    let result = worker.serve(&parts.shared, &parts.handler);
     worker.drain();
     result.map_err(err("io_uring_enter"))
 }
@@ -331,7 +337,8 @@ impl Worker {
     fn push(&mut self, entry: &squeue::Entry) -> std::io::Result<()> {
         loop {
             // SAFETY: every entry we build points only at memory owned by
-            // `self` (msghdrs, iovecs, buffers) that outlives the operation:
+            // `self` (the recvmsg template, provided and response buffers)
+            // that outlives the operation:
             // `drain` waits for all operations before anything is freed.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
@@ -361,16 +368,8 @@ impl Worker {
         self.push(&entry)
     }
 
-    fn serve<Src, H>(
-        &mut self,
-        shared: &Src,
-        handler: &H,
-        ready: &Sender<Result<(), IoError>>,
-    ) -> std::io::Result<()>
-    where
-        Src: Source,
-        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
-    {
+    /// Starts the multishot receives and the TCP and shutdown polls.
+    fn arm(&mut self) -> std::io::Result<()> {
         for socket in 0..self.udp.len() {
             self.arm_recv(socket)?;
         }
@@ -380,8 +379,15 @@ impl Worker {
             .user_data(user_data(TAG_SHUTDOWN, 0));
         self.push(&shutdown)?;
         self.ring.submit()?;
-        let _ = ready.send(Ok(()));
+        Ok(())
+    }
 
+    /// Serves until the shutdown eventfd becomes readable.
+    fn serve<Src, H>(&mut self, shared: &Src, handler: &H) -> std::io::Result<()>
+    where
+        Src: Source,
+        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
+    {
         loop {
             self.wait()?;
             // One snapshot load per batch, after the completions arrived.
