@@ -292,6 +292,8 @@ fn tcp_idle_timeout(mode: IoMode) {
         waited < Duration::from_millis(1500),
         "soon after the timeout: {waited:?}"
     );
+    let stats = stats_reach(&f.server, |s| s.tcp_idle_closed == 1);
+    assert_eq!(stats.tcp_idle_closed, 1);
     f.server.shutdown().unwrap();
 }
 
@@ -405,6 +407,47 @@ fn shutdown_is_prompt(mode: IoMode) {
     assert!(tcp_closed(&mut s), "connections closed at shutdown");
 }
 
+/// Polls `Server::stats` until `want` holds (workers add once per batch).
+fn stats_reach(server: &Server, want: impl Fn(&io::IoStats) -> bool) -> io::IoStats {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = server.stats();
+        if want(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stats_count_what_happened(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.tcp_max_connections_per_worker = 1) else {
+        return;
+    };
+    let addr = f.server.local_addrs()[0];
+    let c = udp_client(addr);
+    udp_ask(&c, 1);
+    udp_ask(&c, 2);
+    c.send(&query(DROP_ID)).unwrap();
+    let mut s = tcp_client(addr);
+    let mut both = framed(DROP_ID);
+    both.extend_from_slice(&framed(3));
+    s.write_all(&both).unwrap();
+    check_answer(&tcp_read_message(&mut s), 3);
+    let mut refused = tcp_client(addr);
+    assert!(tcp_closed(&mut refused));
+    let want = io::IoStats {
+        udp_received: 3,
+        udp_answered: 2,
+        tcp_accepted: 1,
+        tcp_refused: 1,
+        tcp_idle_closed: 0,
+        tcp_queries: 2,
+        tcp_answered: 1,
+    };
+    assert_eq!(stats_reach(&f.server, |s| *s == want), want);
+    f.server.shutdown().unwrap();
+}
+
 macro_rules! battery {
     ($module:ident, $mode:expr) => {
         mod $module {
@@ -450,6 +493,10 @@ macro_rules! battery {
                 super::snapshot_swap_is_seen($mode)
             }
             #[test]
+            fn stats_count_what_happened() {
+                super::stats_count_what_happened($mode)
+            }
+            #[test]
             fn shutdown_is_prompt() {
                 super::shutdown_is_prompt($mode)
             }
@@ -476,6 +523,17 @@ fn auto_picks_io_uring_where_it_works() {
         assert_eq!(f.server.backend(), Backend::IoUring);
     }
     udp_ask(&udp_client(f.server.local_addrs()[0]), 1);
+}
+
+#[test]
+fn io_mode_parses_from_config_words() {
+    assert_eq!("auto".parse::<IoMode>(), Ok(IoMode::Auto));
+    assert_eq!("io_uring".parse::<IoMode>(), Ok(IoMode::IoUring));
+    assert_eq!("portable".parse::<IoMode>(), Ok(IoMode::Portable));
+    assert!("uring2".parse::<IoMode>().is_err());
+    for mode in [IoMode::Auto, IoMode::IoUring, IoMode::Portable] {
+        assert_eq!(mode.to_string().parse::<IoMode>(), Ok(mode));
+    }
 }
 
 #[test]

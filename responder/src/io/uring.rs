@@ -28,6 +28,7 @@
 
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::tcp::Tcp;
-use super::{IoConfig, IoError, Source, WorkerParts};
+use super::{Counter, Counters, IoConfig, IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
 
 /// user_data tags (top byte); the low bits carry a socket index or buffer id.
@@ -262,6 +263,7 @@ where
             parts.tcp,
             config.tcp_max_connections_per_worker,
             config.tcp_idle_timeout,
+            parts.counters.clone(),
         )
         .map_err(err("TCP epoll set"))?;
         Ok((ring, buffers, tcp))
@@ -287,6 +289,9 @@ where
         sends_in_flight: 0,
         recvs_armed: 0,
         cqes: Vec::with_capacity(config.udp_batch),
+        counters: parts.counters.clone(),
+        batch_received: 0,
+        batch_answered: 0,
     };
     // The kernel reads only these two lengths from the recvmsg template.
     worker.recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
@@ -329,6 +334,10 @@ struct Worker {
     recvs_armed: usize,
     /// Completions being handled (capacity fixed at start).
     cqes: Vec<cqueue::Entry>,
+    counters: Arc<Counters>,
+    /// Counts of the current batch, added to `counters` once per batch.
+    batch_received: u64,
+    batch_answered: u64,
 }
 
 impl Worker {
@@ -412,6 +421,7 @@ impl Worker {
                             // A failed send (e.g. EPERM from a firewall) loses
                             // one answer, as with sendmmsg: nothing to retry.
                             self.sends_in_flight -= 1;
+                            self.batch_answered += u64::from(cqe.result() >= 0);
                             self.buffers.give_back(low as u16);
                         }
                         TAG_TCP => {
@@ -427,6 +437,14 @@ impl Worker {
             }
             self.cqes = cqes;
             self.buffers.publish();
+            self.counters.add(
+                Counter::UdpReceived,
+                std::mem::take(&mut self.batch_received),
+            );
+            self.counters.add(
+                Counter::UdpAnswered,
+                std::mem::take(&mut self.batch_answered),
+            );
             if stop {
                 return Ok(());
             }
@@ -484,6 +502,7 @@ impl Worker {
             self.buffers.give_back(bid);
             return Ok(());
         };
+        self.batch_received += 1;
         if message.is_payload_truncated() || message.is_name_data_truncated() {
             self.buffers.give_back(bid); // longer than `udp_max_query`
             return Ok(());
