@@ -5,7 +5,8 @@
 //!
 //! Handler conventions (first bytes of the query = DNS ID):
 //! - ID 0xDEAD: `Outcome::Drop`;
-//! - ID 0xB16B: a 65000-byte answer (TCP only; shows the 65535-byte buffer).
+//! - ID 0xB16B: a 65000-byte answer (TCP only; shows the 65535-byte buffer);
+//! - ID 0xBAD0: the handler panics.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,6 +21,7 @@ use ddserver_responder::{Outcome, Transport};
 const DROP_ID: u16 = 0xDEAD;
 const BIG_ID: u16 = 0xB16B;
 const BIG_LEN: usize = 65000;
+const PANIC_ID: u16 = 0xBAD0;
 
 /// Echo + QR, then 4 bytes of snapshot value, then 1 byte of worker index.
 fn handler(snapshot: &u32, query: &[u8], response: &mut [u8], transport: Transport) -> Outcome {
@@ -29,6 +31,9 @@ fn handler(snapshot: &u32, query: &[u8], response: &mut [u8], transport: Transpo
     let id = u16::from_be_bytes([query[0], query[1]]);
     if id == DROP_ID {
         return Outcome::Drop;
+    }
+    if id == PANIC_ID {
+        panic!("test handler asked to panic");
     }
     if id == BIG_ID && transport == Transport::Tcp {
         response[..12].copy_from_slice(&query[..12]);
@@ -448,6 +453,21 @@ fn stats_count_what_happened(mode: IoMode) {
     f.server.shutdown().unwrap();
 }
 
+fn panicking_handler_stops_one_worker(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.workers = 2) else {
+        return;
+    };
+    let addr = f.server.local_addrs()[0];
+    udp_client(addr).send(&query(PANIC_ID)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The other worker's socket now takes all the traffic.
+    for id in 0..16 {
+        udp_ask(&udp_client(addr), id);
+    }
+    let e = f.server.shutdown().unwrap_err();
+    assert!(matches!(e, IoError::WorkerPanicked { .. }), "{e:?}");
+}
+
 macro_rules! battery {
     ($module:ident, $mode:expr) => {
         mod $module {
@@ -495,6 +515,10 @@ macro_rules! battery {
             #[test]
             fn stats_count_what_happened() {
                 super::stats_count_what_happened($mode)
+            }
+            #[test]
+            fn panicking_handler_stops_one_worker() {
+                super::panicking_handler_stops_one_worker($mode)
             }
             #[test]
             fn shutdown_is_prompt() {

@@ -481,7 +481,17 @@ where
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-io-{index}"))
-            .spawn(move || run_worker(parts, backend, ready));
+            .spawn(move || {
+                // A panic in the handler is a bug (DESIGN.md invariant 6);
+                // say so at once instead of at shutdown. The worker's
+                // sockets close, so SO_REUSEPORT hands its share of the
+                // traffic to the other workers.
+                let run = std::panic::AssertUnwindSafe(|| run_worker(parts, backend, ready));
+                std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                    tracing::error!("responder I/O worker {index} panicked and stopped");
+                    Err(IoError::WorkerPanicked { worker: index })
+                })
+            });
         match spawned {
             Ok(h) => server.workers.push(h),
             Err(e) => {

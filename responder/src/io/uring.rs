@@ -292,6 +292,7 @@ where
         counters: parts.counters.clone(),
         batch_received: 0,
         batch_answered: 0,
+        drained: false,
     };
     // The kernel reads only these two lengths from the recvmsg template.
     worker.recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
@@ -338,6 +339,7 @@ struct Worker {
     /// Counts of the current batch, added to `counters` once per batch.
     batch_received: u64,
     batch_answered: u64,
+    drained: bool,
 }
 
 impl Worker {
@@ -537,15 +539,21 @@ impl Worker {
     }
 
     /// Cancels every operation and waits until none can touch our memory.
+    /// Runs once: at shutdown, or from `Drop` when the worker unwinds.
     fn drain(&mut self) {
+        if self.drained {
+            return;
+        }
+        self.drained = true;
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data(TAG_CANCEL, 0));
-        if self.push(&cancel).is_err() {
-            return;
-        }
+        let cancelled = self.push(&cancel).is_ok();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while (self.recvs_armed > 0 || self.sends_in_flight > 0) && Instant::now() < deadline {
+        while cancelled
+            && (self.recvs_armed > 0 || self.sends_in_flight > 0)
+            && Instant::now() < deadline
+        {
             let ts = types::Timespec::new().nsec(10_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
@@ -557,7 +565,7 @@ impl Worker {
                 }
             }
         }
-        if self.recvs_armed > 0 || self.sends_in_flight > 0 {
+        if !cancelled || self.recvs_armed > 0 || self.sends_in_flight > 0 {
             // Never free memory the kernel may still use.
             tracing::warn!(
                 "responder io_uring: operations still in flight at shutdown; leaking the worker's buffers"
@@ -568,5 +576,11 @@ impl Worker {
             return;
         }
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.drain();
     }
 }
