@@ -459,10 +459,27 @@ fn panicking_handler_stops_one_worker(mode: IoMode) {
     };
     let addr = f.server.local_addrs()[0];
     udp_client(addr).send(&query(PANIC_ID)).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    // The other worker's socket now takes all the traffic.
-    for id in 0..16 {
-        udp_ask(&udp_client(addr), id);
+    // Until the panicking worker has unwound (the panic hook may spend a
+    // while printing a backtrace), queries hashed to its socket are lost;
+    // after that the other worker's socket takes all the traffic.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered_in_a_row = 0;
+    let mut id = 0;
+    while answered_in_a_row < 16 {
+        assert!(Instant::now() < deadline, "the surviving worker answers");
+        let c = udp_client(addr);
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        c.send(&query(id)).unwrap();
+        let mut buf = [0u8; 512];
+        match c.recv(&mut buf) {
+            Ok(n) => {
+                check_answer(&buf[..n], id);
+                answered_in_a_row += 1;
+            }
+            Err(_) => answered_in_a_row = 0,
+        }
+        id += 1;
     }
     let e = f.server.shutdown().unwrap_err();
     assert!(matches!(e, IoError::WorkerPanicked { .. }), "{e:?}");
