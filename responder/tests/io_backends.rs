@@ -453,6 +453,25 @@ fn stats_count_what_happened(mode: IoMode) {
     f.server.shutdown().unwrap();
 }
 
+fn oversized_query_dropped(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.udp_max_query = 1024) else {
+        return;
+    };
+    for &addr in f.server.local_addrs() {
+        let c = udp_client(addr);
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut big = query(77);
+        big.resize(1500, 0); // a valid header, then more than udp_max_query
+        c.send(&big).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(c.recv(&mut buf).is_err(), "no answer to a truncated query");
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        udp_ask(&c, 78);
+    }
+    f.server.shutdown().unwrap();
+}
+
 fn panicking_handler_stops_one_worker(mode: IoMode) {
     let Some(f) = start(mode, |c| c.workers = 2) else {
         return;
@@ -532,6 +551,10 @@ macro_rules! battery {
             #[test]
             fn stats_count_what_happened() {
                 super::stats_count_what_happened($mode)
+            }
+            #[test]
+            fn oversized_query_dropped() {
+                super::oversized_query_dropped($mode)
             }
             #[test]
             fn panicking_handler_stops_one_worker() {
