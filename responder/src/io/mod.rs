@@ -15,6 +15,13 @@
 //! batch". Both backends share every line of DNS logic (the handler) and the
 //! TCP code.
 //!
+//! Wiring: `start(&config, source, handler)` where `source` is any
+//! [`Source`] (an `Arc<ArcSwap<S>>`, or the sharded snapshot's publication
+//! type) and `handler` is `handle::handle` or any
+//! `Fn(&S, &[u8], &mut [u8], Transport) -> Outcome`. Per-worker counters are
+//! summed by [`Server::stats`]. A worker whose handler panics logs it and
+//! stops; its sockets close and SO_REUSEPORT gives its traffic to the others.
+//!
 //! This layer must never: allocate, lock, log or make a syscall per UDP packet
 //! beyond the batched receive/send; look inside DNS messages (that is the
 //! handler's job); hold any state shared between workers other than the
@@ -174,8 +181,10 @@ impl IoConfig {
 /// Why the socket layer could not start or a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
+    /// `IoConfig::listen` is empty.
     #[error("no listen address configured")]
     NoListenAddress,
+    /// bind/listen failed (address in use, not local, no permission).
     #[error("binding {transport} socket to {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -183,6 +192,7 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// socket() or a socket option failed.
     #[error("setting up {transport} socket for {addr} ({what}): {source}")]
     Socket {
         addr: SocketAddr,
@@ -191,12 +201,15 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// `IoMode::IoUring` was asked for and the probe failed (EPERM under a
+    /// seccomp profile, kernel.io_uring_disabled, old kernel).
     #[error("io_uring is unavailable ({what}): {source}")]
     IoUringUnavailable {
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
+    /// A worker's setup or loop failed on a syscall.
     #[error("worker {worker}: {what}: {source}")]
     Worker {
         worker: usize,
@@ -204,10 +217,13 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// eventfd() failed.
     #[error("creating the shutdown eventfd: {0}")]
     ShutdownFd(#[source] std::io::Error),
+    /// The OS refused a thread.
     #[error("spawning worker thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The handler (or this layer) panicked in that worker.
     #[error("worker {worker} panicked")]
     WorkerPanicked { worker: usize },
 }
