@@ -337,6 +337,8 @@ fn answers_match_knot_dns() {
             "alice",
             "--email",
             "alice@example.org",
+            "--max-hosts",
+            "20",
             "--password-stdin",
         ],
         "correct horse battery staple\n",
