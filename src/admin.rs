@@ -5,7 +5,7 @@
 
 use std::io::BufRead;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ddserver_store::{
     Actor, HostFilter, Name, NewHost, NewRecord, NewUser, NewZone, RecordType, Role, SoaTimers,
     Store, UserState,
@@ -18,7 +18,8 @@ use crate::zonefile;
 /// Parses a name typed by an administrator, with the argument's role in the
 /// error message.
 fn name(what: &str, text: &str) -> Result<Name> {
-    Name::parse(text).with_context(|| format!("{what} '{text}'"))
+    // The name error quotes the name itself; say only which argument it was.
+    Name::parse(text).map_err(|e| anyhow!("{what}: {e}"))
 }
 
 /// Reads a secret from the first line of standard input, or generates one
