@@ -259,7 +259,7 @@ impl Store {
     /// Deletes change-log entries committed before `older_than` (unix
     /// seconds), except the newest one, which keeps [`Store::latest_serial`]
     /// from going backwards. Returns how many were deleted.
-    pub async fn prune_changes(&self, older_than: i64) -> Result<u64, StoreError> {
+    pub async fn prune_changes(&self, actor: &Actor, older_than: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
             .fetch_one(&mut *tx)
@@ -270,6 +270,8 @@ impl Store {
             .bind(newest)
             .execute(&mut *tx)
             .await?;
+        let detail = format!("{} entries before {older_than}", done.rows_affected());
+        audit(&mut tx, actor, "changes.prune", "changes", &detail, now()).await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }

@@ -1436,7 +1436,7 @@ async fn change_log_order_and_serial_bumps(store: &Store) {
 
     // Pruning keeps the newest entry, so the latest serial never goes back.
     let latest = store.latest_serial().await.unwrap();
-    let pruned = store.prune_changes(i64::MAX).await.unwrap();
+    let pruned = store.prune_changes(&admin(), i64::MAX).await.unwrap();
     assert_eq!(pruned, changes.len() as u64 - 1);
     assert_eq!(store.latest_serial().await.unwrap(), latest);
     store
@@ -1444,7 +1444,11 @@ async fn change_log_order_and_serial_bumps(store: &Store) {
         .await
         .unwrap();
     assert!(store.latest_serial().await.unwrap() > latest);
-    assert_eq!(store.prune_changes(0).await.unwrap(), 0);
+    assert_eq!(store.prune_changes(&admin(), 0).await.unwrap(), 0);
+    assert_eq!(
+        store.recent_audit(1).await.unwrap()[0].action,
+        "changes.prune"
+    );
 }
 
 async fn concurrent_writers(store: &Store) {
