@@ -98,6 +98,15 @@ pub enum StoreError {
         /// The limit that applied.
         limit: u32,
     },
+    /// A new zone would cut hosts of its parent zone off (they lie at or
+    /// below its apex).
+    #[error("zone '{zone}' would hide host '{host}' of its parent zone")]
+    ZoneWouldHideHost {
+        /// The new zone.
+        zone: String,
+        /// The first host found at or below its apex.
+        host: String,
+    },
     /// A host and a static record would share an owner name.
     #[error("'{name}' already has static records or is a dynamic host")]
     NameClash {

@@ -250,6 +250,40 @@ fn record_from_row(row: &AnyRow) -> Result<Record, StoreError> {
     })
 }
 
+/// Refuses a new zone below an existing one when hosts of the parent lie at
+/// or below the new apex: the responder picks the zone by longest suffix, so
+/// those hosts would silently stop resolving.
+///
+/// This scans the parent's hosts with LIKE; it runs only when a zone is
+/// created, which is rare and done by administrators.
+async fn check_no_hidden_hosts(conn: &mut AnyConnection, apex: &Name) -> Result<(), StoreError> {
+    let Some((parent_id, _)) = fetch_zone_for(conn, apex).await? else {
+        return Ok(());
+    };
+    // `_` and `%` are LIKE wildcards; names may contain `_`. `!` cannot
+    // occur in a Name, so it serves as the escape character on both backends.
+    let escaped = apex
+        .as_str()
+        .replace('!', "!!")
+        .replace('_', "!_")
+        .replace('%', "!%");
+    let row = sqlx::query(
+        "SELECT fqdn FROM hosts WHERE zone_id = ? AND (fqdn = ? OR fqdn LIKE ? ESCAPE '!') LIMIT 1",
+    )
+    .bind(parent_id)
+    .bind(apex.as_str())
+    .bind(format!("%.{escaped}"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Err(StoreError::ZoneWouldHideHost {
+            zone: apex.to_string(),
+            host: row.try_get(0)?,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Inserts a validated new zone and its NS set; returns the zone id.
 async fn insert_zone(
     conn: &mut AnyConnection,
@@ -257,6 +291,7 @@ async fn insert_zone(
     rname: &Name,
     at: i64,
 ) -> Result<i64, StoreError> {
+    check_no_hidden_hosts(conn, &zone.name).await?;
     // A zone starts at the current time as serial (fits 32 bits until 2106),
     // so a zone removed and created again does not restart below a serial
     // secondaries have already seen.

@@ -525,6 +525,36 @@ async fn zones_create_conflict_lookup(store: &Store) {
     );
     assert_eq!(best("example.com").await, None);
 
+    // A zone below hosts of its parent would hide them.
+    store
+        .create_user(&admin(), new_user("alice"))
+        .await
+        .unwrap();
+    store
+        .add_host(&admin(), new_host("h.lab.example.org", "alice"), None)
+        .await
+        .unwrap();
+    for hiding in ["lab.example.org", "h.lab.example.org"] {
+        let err = store
+            .add_zone(&admin(), new_zone(hiding))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::ZoneWouldHideHost { ref host, .. } if host == "h.lab.example.org"),
+            "{err}"
+        );
+    }
+    // `_` in the apex is not a LIKE wildcard: `%.la_.example.org` unescaped
+    // would match h.lab.example.org.
+    store
+        .add_zone(&admin(), new_zone("la_.example.org"))
+        .await
+        .unwrap();
+    store
+        .remove_zone(&admin(), &name("la_.example.org"))
+        .await
+        .unwrap();
+
     let zones = store.list_zones().await.unwrap();
     assert_eq!(zones.len(), 2);
     assert_eq!(zones[0].name.as_str(), "dyn.example.org");
