@@ -121,6 +121,15 @@ pub enum StoreError {
         /// The administrator's reason.
         reason: String,
     },
+    /// The change log no longer holds the entries after `since`; the reader
+    /// must reload the full state.
+    #[error("change log pruned through serial {pruned_through}; changes after {since} are gone")]
+    ChangesPruned {
+        /// The serial the reader asked to continue from.
+        since: u64,
+        /// The highest pruned serial.
+        pruned_through: u64,
+    },
     /// The URL names no supported database.
     #[error("unsupported database URL '{url}' (expected sqlite:// or mysql://)")]
     UnsupportedUrl {

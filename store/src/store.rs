@@ -203,7 +203,7 @@ impl Store {
     /// front (a deferred transaction would upgrade later and could fail with
     /// SQLITE_BUSY mid-way). MySQL/MariaDB: AUTO_INCREMENT values are handed
     /// out at INSERT time, not at commit, so every writer first locks the one
-    /// `write_lock` row; the next writer's INSERT waits until this one
+    /// `change_log_state` row; the next writer's INSERT waits until this one
     /// committed. Rolled-back transactions still consume AUTO_INCREMENT
     /// values there: readers must tolerate gaps, never reorderings.
     pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
@@ -211,7 +211,7 @@ impl Store {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::MySql => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE")
+                sqlx::query("SELECT id FROM change_log_state WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *tx)
                     .await?;
                 Ok(tx)
@@ -232,6 +232,9 @@ impl Store {
     /// entry is visible only after everything with a lower serial committed
     /// or rolled back, so a reader that resumes after the last serial it saw
     /// misses nothing.
+    ///
+    /// Error: `ChangesPruned` when entries after `serial` were already
+    /// pruned; the reader must then reload everything ([`Store::load_all`]).
     pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, zone, name, kind, committed_at FROM changes \
@@ -241,6 +244,19 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        // Read after the entries: a prune that ran before them is seen here,
+        // so a reader never takes a pruned-into log for a complete one (a
+        // prune in between only causes a needless reload).
+        let row = sqlx::query("SELECT pruned_through FROM change_log_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let pruned_through = to_u64(row.try_get(0)?)?;
+        if serial < pruned_through {
+            return Err(StoreError::ChangesPruned {
+                since: serial,
+                pruned_through,
+            });
+        }
         rows.iter()
             .map(|row| {
                 let kind: String = row.try_get(3)?;
@@ -258,19 +274,40 @@ impl Store {
 
     /// Deletes change-log entries committed before `older_than` (unix
     /// seconds), except the newest one, which keeps [`Store::latest_serial`]
-    /// from going backwards. Returns how many were deleted.
+    /// from going backwards, and records the highest deleted serial so that
+    /// [`Store::changes_since`] can tell a reader it fell behind. Returns how
+    /// many were deleted.
     pub async fn prune_changes(&self, actor: &Actor, older_than: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
             .fetch_one(&mut *tx)
             .await?;
         let newest: i64 = row.try_get(0)?;
-        let done = sqlx::query("DELETE FROM changes WHERE committed_at < ? AND serial < ?")
-            .bind(older_than)
-            .bind(newest)
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(serial), 0) FROM changes WHERE committed_at < ? AND serial < ?",
+        )
+        .bind(older_than)
+        .bind(newest)
+        .fetch_one(&mut *tx)
+        .await?;
+        let cut: i64 = row.try_get(0)?;
+        if cut == 0 {
+            return Ok(0);
+        }
+        // Everything up to the cut goes, so the log stays a contiguous tail
+        // even if the clock stepped back between two commits.
+        let done = sqlx::query("DELETE FROM changes WHERE serial <= ?")
+            .bind(cut)
             .execute(&mut *tx)
             .await?;
-        let detail = format!("{} entries before {older_than}", done.rows_affected());
+        sqlx::query(
+            "UPDATE change_log_state SET pruned_through = ? WHERE id = 1 AND pruned_through < ?",
+        )
+        .bind(cut)
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("{} entries through serial {cut}", done.rows_affected());
         audit(&mut tx, actor, "changes.prune", "changes", &detail, now()).await?;
         tx.commit().await?;
         Ok(done.rows_affected())

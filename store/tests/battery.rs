@@ -1469,16 +1469,28 @@ async fn change_log_order_and_serial_bumps(store: &Store) {
     let pruned = store.prune_changes(&admin(), i64::MAX).await.unwrap();
     assert_eq!(pruned, changes.len() as u64 - 1);
     assert_eq!(store.latest_serial().await.unwrap(), latest);
+    let audit = store.recent_audit(1).await.unwrap();
+    assert_eq!(audit[0].action, "changes.prune");
     store
         .add_host(&admin(), new_host("h2.dyn.example.org", "alice"), None)
         .await
         .unwrap();
     assert!(store.latest_serial().await.unwrap() > latest);
     assert_eq!(store.prune_changes(&admin(), 0).await.unwrap(), 0);
-    assert_eq!(
-        store.recent_audit(1).await.unwrap()[0].action,
-        "changes.prune"
-    );
+    // A reader behind the pruned part is told to reload; one at or after the
+    // cut continues.
+    let err = store.changes_since(0, 10).await.unwrap_err();
+    let StoreError::ChangesPruned {
+        since: 0,
+        pruned_through,
+    } = err
+    else {
+        panic!("expected ChangesPruned, got {err}");
+    };
+    assert_eq!(pruned_through, changes[changes.len() - 2].serial);
+    let tail = store.changes_since(pruned_through, 10).await.unwrap();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0].serial, latest);
 }
 
 async fn concurrent_writers(store: &Store) {
