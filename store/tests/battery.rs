@@ -589,6 +589,36 @@ async fn zones_create_conflict_lookup(store: &Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownZone { .. }));
+
+    // Settings can change later; that bumps the serial once.
+    let serial = serial_of(store, "example.org").await;
+    let mut settings = NewZone::new(name("example.org"), vec![name("ns3.example.net")]);
+    settings.soa_rname = Some(name("noc.example.net"));
+    settings.timers.minimum = 300;
+    settings.default_ttl = 120;
+    let updated = store.update_zone(&admin(), settings.clone()).await.unwrap();
+    assert_eq!(updated.ns, [name("ns3.example.net")]);
+    assert_eq!(updated.mname.as_str(), "ns3.example.net");
+    assert_eq!(updated.rname.as_str(), "noc.example.net");
+    assert_eq!((updated.timers.minimum, updated.default_ttl), (300, 120));
+    assert_eq!(updated.serial, serial.wrapping_add(1));
+    assert_eq!(
+        store.zone_by_name(&name("example.org")).await.unwrap(),
+        Some(updated)
+    );
+    settings.ns.clear();
+    assert!(matches!(
+        store.update_zone(&admin(), settings).await,
+        Err(StoreError::InvalidInput { .. })
+    ));
+    assert_eq!(
+        serial_of(store, "example.org").await,
+        serial.wrapping_add(1)
+    );
+    assert!(matches!(
+        store.update_zone(&admin(), new_zone("nope.example")).await,
+        Err(StoreError::UnknownZone { .. })
+    ));
 }
 
 async fn records_add_validate_remove(store: &Store) {
