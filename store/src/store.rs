@@ -106,22 +106,34 @@ impl HostPages {
 }
 
 impl Store {
-    /// Opens a pool for `sqlite://path` (the file is created if missing) or
+    /// Opens a pool for `sqlite://path` (the file is created if missing),
+    /// `sqlite::memory:` (one private in-memory database, for tests) or
     /// `mysql://user:pass@host/db`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             // sqlx opens SQLite files read-write but will not create them
             // unless asked; a first start must create the file.
-            let url = if url.contains("mode=") {
+            // `sqlite::memory:` (for tests of other crates): every connection
+            // would get its own empty database, so keep exactly one, forever.
+            let memory = url.contains(":memory:");
+            let url = if url.contains("mode=") || memory {
                 url.to_owned()
             } else if url.contains('?') {
                 format!("{url}&mode=rwc")
             } else {
                 format!("{url}?mode=rwc")
             };
-            let pool = AnyPoolOptions::new()
-                .max_connections(8)
+            let options = if memory {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                AnyPoolOptions::new().max_connections(8)
+            };
+            let pool = options
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the one writer;

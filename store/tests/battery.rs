@@ -156,6 +156,21 @@ async fn unsupported_url_is_refused() {
 }
 
 #[tokio::test]
+async fn sqlite_in_memory_keeps_its_data() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .add_zone(&Actor::cli(), new_zone("mem.example"))
+        .await
+        .unwrap();
+    let apex = name("mem.example");
+    // Concurrent users share the one connection and see the same database.
+    let (a, b) = tokio::join!(store.list_zones(), store.zone_by_name(&apex));
+    assert_eq!(a.unwrap().len(), 1);
+    assert!(b.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn sqlite_file_is_created_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.db");
