@@ -106,22 +106,34 @@ impl HostPages {
 }
 
 impl Store {
-    /// Opens a pool for `sqlite://path` (the file is created if missing) or
+    /// Opens a pool for `sqlite://path` (the file is created if missing),
+    /// `sqlite::memory:` (one private in-memory database, for tests) or
     /// `mysql://user:pass@host/db`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             // sqlx opens SQLite files read-write but will not create them
             // unless asked; a first start must create the file.
-            let url = if url.contains("mode=") {
+            // `sqlite::memory:` (for tests of other crates): every connection
+            // would get its own empty database, so keep exactly one, forever.
+            let memory = url.contains(":memory:");
+            let url = if url.contains("mode=") || memory {
                 url.to_owned()
             } else if url.contains('?') {
                 format!("{url}&mode=rwc")
             } else {
                 format!("{url}?mode=rwc")
             };
-            let pool = AnyPoolOptions::new()
-                .max_connections(8)
+            let options = if memory {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                AnyPoolOptions::new().max_connections(8)
+            };
+            let pool = options
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the one writer;
@@ -203,7 +215,7 @@ impl Store {
     /// front (a deferred transaction would upgrade later and could fail with
     /// SQLITE_BUSY mid-way). MySQL/MariaDB: AUTO_INCREMENT values are handed
     /// out at INSERT time, not at commit, so every writer first locks the one
-    /// `write_lock` row; the next writer's INSERT waits until this one
+    /// `change_log_state` row; the next writer's INSERT waits until this one
     /// committed. Rolled-back transactions still consume AUTO_INCREMENT
     /// values there: readers must tolerate gaps, never reorderings.
     pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
@@ -211,7 +223,7 @@ impl Store {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::MySql => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE")
+                sqlx::query("SELECT id FROM change_log_state WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *tx)
                     .await?;
                 Ok(tx)
@@ -232,6 +244,9 @@ impl Store {
     /// entry is visible only after everything with a lower serial committed
     /// or rolled back, so a reader that resumes after the last serial it saw
     /// misses nothing.
+    ///
+    /// Error: `ChangesPruned` when entries after `serial` were already
+    /// pruned; the reader must then reload everything ([`Store::load_all`]).
     pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, zone, name, kind, committed_at FROM changes \
@@ -241,6 +256,19 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        // Read after the entries: a prune that ran before them is seen here,
+        // so a reader never takes a pruned-into log for a complete one (a
+        // prune in between only causes a needless reload).
+        let row = sqlx::query("SELECT pruned_through FROM change_log_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let pruned_through = to_u64(row.try_get(0)?)?;
+        if serial < pruned_through {
+            return Err(StoreError::ChangesPruned {
+                since: serial,
+                pruned_through,
+            });
+        }
         rows.iter()
             .map(|row| {
                 let kind: String = row.try_get(3)?;
@@ -258,18 +286,41 @@ impl Store {
 
     /// Deletes change-log entries committed before `older_than` (unix
     /// seconds), except the newest one, which keeps [`Store::latest_serial`]
-    /// from going backwards. Returns how many were deleted.
-    pub async fn prune_changes(&self, older_than: i64) -> Result<u64, StoreError> {
+    /// from going backwards, and records the highest deleted serial so that
+    /// [`Store::changes_since`] can tell a reader it fell behind. Returns how
+    /// many were deleted.
+    pub async fn prune_changes(&self, actor: &Actor, older_than: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
             .fetch_one(&mut *tx)
             .await?;
         let newest: i64 = row.try_get(0)?;
-        let done = sqlx::query("DELETE FROM changes WHERE committed_at < ? AND serial < ?")
-            .bind(older_than)
-            .bind(newest)
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(serial), 0) FROM changes WHERE committed_at < ? AND serial < ?",
+        )
+        .bind(older_than)
+        .bind(newest)
+        .fetch_one(&mut *tx)
+        .await?;
+        let cut: i64 = row.try_get(0)?;
+        if cut == 0 {
+            return Ok(0);
+        }
+        // Everything up to the cut goes, so the log stays a contiguous tail
+        // even if the clock stepped back between two commits.
+        let done = sqlx::query("DELETE FROM changes WHERE serial <= ?")
+            .bind(cut)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE change_log_state SET pruned_through = ? WHERE id = 1 AND pruned_through < ?",
+        )
+        .bind(cut)
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("{} entries through serial {cut}", done.rows_affected());
+        audit(&mut tx, actor, "changes.prune", "changes", &detail, now()).await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
