@@ -12,6 +12,7 @@ mod config;
 mod feed;
 mod serve;
 mod zonefile;
+mod zoneload;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,7 @@
 //! transaction that also writes the change-log rows, bumps the zone's SOA
 //! serial and writes the audit row; it returns `Ok` only after the commit.
 
+mod bulk;
 pub mod error;
 mod hosts;
 pub mod model;
@@ -35,6 +36,7 @@ pub use model::{
 };
 pub use name::{Name, NameError};
 pub use record::{RecordType, RecordValue};
+pub use bulk::{StaticRecordPages, StoredRecord};
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 
