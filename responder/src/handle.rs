@@ -243,8 +243,15 @@ enum Found<'a> {
 /// is the closest encloser, RFC 4592 §3.3.1).
 #[inline]
 fn find<'a>(snapshot: &'a Snapshot, name: &NameKey, apex: usize, qtype: u16) -> Found<'a> {
+    if apex == 0 {
+        return snapshot
+            .get(name.as_bytes())
+            .map_or(Found::NxDomain, Found::Node);
+    }
+    // The apex itself exists (it holds the SOA) and is never a wildcard
+    // host, so the walk starts one label below it.
     let mut parent: Option<&[u8]> = None;
-    for i in (0..=apex).rev() {
+    for i in (0..apex).rev() {
         match snapshot.get(name.suffix(i)) {
             Some(payload) => {
                 // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).

@@ -7,7 +7,11 @@
 //!
 //! Must never: be called from a worker thread, or block workers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The writer's own maps: foldhash with a random seed (SipHash showed up as
+/// the top cost of a batch; the keys are names users choose, so keyed).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -107,6 +111,8 @@ pub struct SnapshotWriter {
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     zones_dirty: bool,
     retired: VecDeque<Arc<Snapshot>>,
+    /// The pointer table of the last freed snapshot, reused by the next publish.
+    spare_table: Option<Box<[Option<NonNull<Table>>]>>,
 }
 
 impl SnapshotWriter {
@@ -136,10 +142,11 @@ impl SnapshotWriter {
             hasher,
             settings,
             zones: BTreeMap::new(),
-            ent_refs: HashMap::new(),
-            pending: HashMap::new(),
+            ent_refs: HashMap::default(),
+            pending: HashMap::default(),
             zones_dirty: false,
             retired: VecDeque::new(),
+            spare_table: None,
         }
     }
 
@@ -379,7 +386,7 @@ impl SnapshotWriter {
             let old_statics = std::mem::replace(
                 &mut old.statics,
                 Statics {
-                    by_owner: HashMap::new(),
+                    by_owner: std::collections::HashMap::new(),
                 },
             );
             for owner in old_statics.by_owner.keys().filter(|o| **o != apex_lower) {
@@ -512,7 +519,7 @@ impl SnapshotWriter {
             self.collect_garbage();
             return 0;
         }
-        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::new();
+        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::default();
         for (name, payload) in self.pending.drain() {
             let hash = self.hasher.hash(&name);
             by_shard
@@ -522,9 +529,15 @@ impl SnapshotWriter {
         }
         // A bulk load leaves a huge, empty map behind: give the memory back.
         if self.pending.capacity() > 4096 {
-            self.pending = HashMap::new();
+            self.pending = HashMap::default();
         }
-        let mut shards = self.current.shards.clone();
+        let mut shards = match self.spare_table.take() {
+            Some(mut table) => {
+                table.copy_from_slice(&self.current.shards);
+                table
+            }
+            None => self.current.shards.clone(),
+        };
         let mut replaced = Vec::with_capacity(by_shard.len());
         let mut names = self.current.names;
         let rebuilt = by_shard.len();
@@ -591,7 +604,11 @@ impl SnapshotWriter {
             if Arc::strong_count(front) > 1 {
                 break;
             }
-            self.retired.pop_front();
+            if let Some(front) = self.retired.pop_front()
+                && let Ok(snapshot) = Arc::try_unwrap(front)
+            {
+                self.spare_table = snapshot.recycle();
+            }
         }
     }
 
