@@ -172,9 +172,7 @@ impl Snapshot {
     /// 512 KiB table per publish cost more in page zeroing than the copy.
     /// Returns `None` (and simply drops) for a snapshot never replaced.
     pub(crate) fn recycle(mut self) -> Option<Box<[Option<NonNull<Table>>]>> {
-        if self.retirement.get().is_none() {
-            return None;
-        }
+        self.retirement.get()?;
         // With its table emptied, `drop` frees only the `replaced` list and
         // the successor chain: the shards it points to are not its own.
         Some(std::mem::take(&mut self.shards))
