@@ -675,3 +675,70 @@ fn export_is_a_valid_master_file_as_served() {
     }
     assert_eq!(count, text.lines().filter(|l| !l.starts_with('$')).count());
 }
+
+#[test]
+fn readers_run_while_the_writer_publishes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut w = writer();
+    let shared = w.shared();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let q = query("h2.dyn.example.net", Rtype::A);
+                let mut buf = vec![0u8; 512];
+                let mut answered = 0u32;
+                while !stop.load(Ordering::Relaxed) || answered == 0 {
+                    let view = shared.load();
+                    for _ in 0..16 {
+                        let ddserver_responder::Outcome::Reply(n) =
+                            ddserver_responder::handle(&view, &q, &mut buf, Transport::Udp)
+                        else {
+                            panic!("dropped")
+                        };
+                        let r = parse(&buf[..n]);
+                        assert_eq!(r.rcode(), Rcode::NOERROR);
+                        assert_eq!(r.answer.len(), 1);
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    for round in 0..200u32 {
+        let last = (round % 250) as u8;
+        let changes = (0..20).map(|k| {
+            let name = if k == 0 {
+                "h2".to_string()
+            } else {
+                format!("x{k}")
+            };
+            Change::UpsertHost(
+                ZONE.into(),
+                HostData {
+                    name,
+                    ipv4: Some(std::net::Ipv4Addr::new(198, 51, 100, last)),
+                    ..Default::default()
+                },
+            )
+        });
+        w.apply(changes);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    w.collect_garbage();
+    assert_eq!(
+        w.retired_count(),
+        0,
+        "everything freed on the writer once readers are gone"
+    );
+    assert_eq!(
+        ask(w.current(), "h2.dyn.example.net", Rtype::A).answer_data(),
+        ["198.51.100.199"]
+    );
+}
