@@ -742,3 +742,36 @@ fn readers_run_while_the_writer_publishes() {
         ["198.51.100.199"]
     );
 }
+
+#[test]
+fn removing_a_host_removes_its_acme_name() {
+    let mut w = writer();
+    let report = w.apply([Change::RemoveHost(ZONE.into(), "H1".into())]);
+    assert_eq!(report.applied, 1);
+    assert_eq!(
+        ask(w.current(), "h1.dyn.example.net", Rtype::A).rcode(),
+        Rcode::NXDOMAIN
+    );
+    assert_eq!(
+        ask(
+            w.current(),
+            "_acme-challenge.h1.dyn.example.net",
+            Rtype::TXT
+        )
+        .rcode(),
+        Rcode::NXDOMAIN
+    );
+    // Re-adding with tokens brings both back; updating keeps them.
+    let h1 = common::hosts()[0].clone();
+    w.apply([Change::UpsertHost(ZONE.into(), h1.clone())]);
+    w.apply([Change::UpsertHost(ZONE.into(), h1)]);
+    let r = ask(
+        w.current(),
+        "_acme-challenge.h1.dyn.example.net",
+        Rtype::TXT,
+    );
+    assert_eq!(r.answer.len(), 2);
+    let names = w.current().name_count();
+    w.apply([Change::RemoveHost(ZONE.into(), "h1".into())]);
+    assert_eq!(w.current().name_count(), names - 2);
+}

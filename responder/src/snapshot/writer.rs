@@ -19,7 +19,9 @@ use arc_swap::ArcSwap;
 
 use super::table::{NameHasher, Table};
 use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
-use crate::render::{self, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics};
+use crate::render::{
+    self, FLAG_HAS_ACME, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics,
+};
 use crate::wire::{self, NameKey};
 use crate::zone::{Change, HostData, ZoneData};
 
@@ -323,13 +325,24 @@ impl SnapshotWriter {
         } else {
             Some(render::acme_payload(host, default_ttl)?)
         };
-        if self.kind(&name) != Some(KIND_HOST) {
+        // One lookup tells whether the host existed and (flag in its kind
+        // octet) whether its ACME name does: at 10M names each lookup here
+        // is a cache miss, the main cost of a change.
+        let old_kind = self.entry(&name).map(|p| p[0]);
+        let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
+        if !was_host {
             self.add_refs(&name, apex_labels);
         }
-        self.pending
-            .insert(name, Some(render::host_payload(host, default_ttl)));
+        let has_acme = acme.is_some() && acme_payload.is_some();
+        self.pending.insert(
+            name,
+            Some(render::host_payload(host, default_ttl, has_acme)),
+        );
         if let Some(acme) = acme {
-            let was_acme = self.kind(&acme) == Some(KIND_ACME);
+            let was_acme = match old_kind {
+                Some(kind) if was_host => kind & FLAG_HAS_ACME != 0,
+                _ => self.kind(&acme) == Some(KIND_ACME),
+            };
             match acme_payload {
                 Some(payload) => {
                     if !was_acme {
@@ -358,13 +371,19 @@ impl SnapshotWriter {
             .get(&key)
             .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
         let (name, acme) = Self::host_names(state, host)?;
+        let old_kind = self.entry(&name).map(|p| p[0]);
+        let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
         // The ACME name first: it counts toward the host name's references.
-        if let Some(acme) = acme
-            && self.kind(&acme) == Some(KIND_ACME)
-        {
-            self.drop_name(&acme, &key);
+        if let Some(acme) = acme {
+            let has_acme = match old_kind {
+                Some(kind) if was_host => kind & FLAG_HAS_ACME != 0,
+                _ => self.kind(&acme) == Some(KIND_ACME),
+            };
+            if has_acme {
+                self.drop_name(&acme, &key);
+            }
         }
-        if self.kind(&name) == Some(KIND_HOST) {
+        if was_host {
             self.drop_name(&name, &key);
         }
         Ok(())
@@ -545,18 +564,30 @@ impl SnapshotWriter {
             let old = shards[index];
             // SAFETY: `old` belongs to the current snapshot, which we hold.
             let old_table = old.map(|p| unsafe { p.as_ref() });
-            let updated: HashMap<&[u8], Option<&[u8]>> = updates
-                .iter()
-                .map(|(n, p)| (n.as_slice(), p.as_deref()))
-                .collect();
-            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::new();
+            // A batch touches a shard with one or two names: scan them; a
+            // bulk load gives a shard many: index them.
+            let index_updates = updates.len() > 8;
+            let updated: HashMap<&[u8], ()> = if index_updates {
+                updates.iter().map(|(n, _)| (n.as_slice(), ())).collect()
+            } else {
+                HashMap::default()
+            };
+            let is_updated = |name: &[u8]| {
+                if index_updates {
+                    updated.contains_key(name)
+                } else {
+                    updates.iter().any(|(n, _)| n.as_slice() == name)
+                }
+            };
+            let old_len = old_table.map_or(0, Table::len);
+            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::with_capacity(old_len + updates.len());
             for (name, payload) in old_table.into_iter().flat_map(Table::iter) {
-                if !updated.contains_key(name) {
+                if !is_updated(name) {
                     entries.push((name, self.hasher.hash(name), payload));
                 }
             }
-            names -= old_table.map_or(0, Table::len);
-            for (name, payload) in &updated {
+            names -= old_len;
+            for (name, payload) in &updates {
                 if let Some(payload) = payload {
                     entries.push((name, self.hasher.hash(name), payload));
                 }
