@@ -775,3 +775,72 @@ fn removing_a_host_removes_its_acme_name() {
     w.apply([Change::RemoveHost(ZONE.into(), "h1".into())]);
     assert_eq!(w.current().name_count(), names - 2);
 }
+
+/// Random batches of upserts and removals against a model: exercises the
+/// copy-and-patch path, tombstones, and rebuilds of shards.
+#[test]
+fn random_batches_match_a_model() {
+    let mut w = writer();
+    let base = w.current().name_count();
+    let mut model: std::collections::BTreeMap<u32, (u8, bool)> = Default::default();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..50 {
+        let size = (next() % 40) as usize + 1;
+        let mut batch = Vec::new();
+        for _ in 0..size {
+            let n = (next() % 300) as u32;
+            let name = format!("r{n}");
+            if next() % 4 == 0 {
+                batch.push(Change::RemoveHost(ZONE.into(), name));
+                model.remove(&n);
+            } else {
+                let last = (next() % 250) as u8;
+                let acme = next() % 5 == 0;
+                // Addresses of varying presence change payload sizes.
+                let ipv6 = (next() % 3 == 0).then_some(std::net::Ipv6Addr::LOCALHOST);
+                let host = HostData {
+                    name,
+                    ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, last)),
+                    ipv6,
+                    txt: if acme {
+                        vec![format!("t{last}")]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                };
+                batch.push(Change::UpsertHost(ZONE.into(), host));
+                model.insert(n, (last, acme));
+            }
+        }
+        let report = w.apply(batch);
+        assert!(report.rejected.is_empty());
+        let s = w.current();
+        let acme_names = model.values().filter(|(_, a)| *a).count();
+        assert_eq!(s.name_count(), base + model.len() + acme_names);
+        for n in 0..300u32 {
+            let r = ask(s, &format!("r{n}.dyn.example.net"), Rtype::A);
+            let acme = ask(
+                s,
+                &format!("_acme-challenge.r{n}.dyn.example.net"),
+                Rtype::TXT,
+            );
+            match model.get(&n) {
+                Some((last, has_acme)) => {
+                    assert_eq!(r.answer_data(), [format!("10.0.0.{last}")], "r{n}");
+                    assert_eq!(acme.rcode() == Rcode::NOERROR, *has_acme, "acme r{n}");
+                }
+                None => {
+                    assert_eq!(r.rcode(), Rcode::NXDOMAIN, "r{n}");
+                    assert_eq!(acme.rcode(), Rcode::NXDOMAIN, "acme r{n}");
+                }
+            }
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::table::{NameHasher, Table};
+use super::table::{NameHasher, Table, TableUpdate};
 use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
 use crate::render::{
     self, FLAG_HAS_ACME, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics,
@@ -564,39 +564,22 @@ impl SnapshotWriter {
             let old = shards[index];
             // SAFETY: `old` belongs to the current snapshot, which we hold.
             let old_table = old.map(|p| unsafe { p.as_ref() });
-            // A batch touches a shard with one or two names: scan them; a
-            // bulk load gives a shard many: index them.
-            let index_updates = updates.len() > 8;
-            let updated: HashMap<&[u8], ()> = if index_updates {
-                updates.iter().map(|(n, _)| (n.as_slice(), ())).collect()
-            } else {
-                HashMap::default()
-            };
-            let is_updated = |name: &[u8]| {
-                if index_updates {
-                    updated.contains_key(name)
-                } else {
-                    updates.iter().any(|(n, _)| n.as_slice() == name)
-                }
-            };
             let old_len = old_table.map_or(0, Table::len);
-            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::with_capacity(old_len + updates.len());
-            for (name, payload) in old_table.into_iter().flat_map(Table::iter) {
-                if !is_updated(name) {
-                    entries.push((name, self.hasher.hash(name), payload));
-                }
-            }
-            names -= old_len;
-            for (name, payload) in &updates {
-                if let Some(payload) = payload {
-                    entries.push((name, self.hasher.hash(name), payload));
-                }
-            }
-            names += entries.len();
-            shards[index] = if entries.is_empty() {
+            let changes: Vec<TableUpdate<'_>> = updates
+                .iter()
+                .map(|(n, p)| (n.as_slice(), self.hasher.hash(n), p.as_deref()))
+                .collect();
+            // Usually a copy of the shard with the change patched in; a full
+            // rebuild when the shard is new, too full, or too fragmented.
+            let table = match old_table.and_then(|t| t.patched(&changes)) {
+                Some(table) => table,
+                None => Self::rebuild(&self.hasher, old_table, &changes),
+            };
+            names = names - old_len + table.len();
+            shards[index] = if table.len() == 0 {
                 None
             } else {
-                Some(NonNull::from(Box::leak(Box::new(Table::build(&entries)))))
+                Some(NonNull::from(Box::leak(Box::new(table))))
             };
             replaced.extend(old);
         }
@@ -626,6 +609,37 @@ impl SnapshotWriter {
         self.retired.push_back(previous);
         self.collect_garbage();
         rebuilt
+    }
+
+    /// A new table from the live entries of `old` with `changes` applied.
+    fn rebuild(hasher: &NameHasher, old: Option<&Table>, changes: &[TableUpdate<'_>]) -> Table {
+        // A batch touches a shard with one or two names: scan them; a bulk
+        // load gives a shard many: index them.
+        let indexed: HashMap<&[u8], ()> = if changes.len() > 8 {
+            changes.iter().map(|(n, _, _)| (*n, ())).collect()
+        } else {
+            HashMap::default()
+        };
+        let is_changed = |name: &[u8]| {
+            if changes.len() > 8 {
+                indexed.contains_key(name)
+            } else {
+                changes.iter().any(|(n, _, _)| *n == name)
+            }
+        };
+        let mut entries: Vec<(&[u8], u64, &[u8])> =
+            Vec::with_capacity(old.map_or(0, Table::len) + changes.len());
+        for (name, payload) in old.into_iter().flat_map(Table::iter) {
+            if !is_changed(name) {
+                entries.push((name, hasher.hash(name), payload));
+            }
+        }
+        for &(name, hash, payload) in changes {
+            if let Some(payload) = payload {
+                entries.push((name, hash, payload));
+            }
+        }
+        Table::build(&entries)
     }
 
     /// Drops retired snapshots no worker holds, oldest first (each keeps the
