@@ -187,6 +187,12 @@ impl Table {
                 len -= 1;
             }
             let Some(payload) = payload else { continue };
+            // Never fill the last free slots: probing relies on an EMPTY
+            // slot, and chains stay short (checked per insert, not once at
+            // the end, so a batch of inserts cannot fill the table).
+            if (len + tombstones + 1) * 4 > slots.len() * 3 {
+                return None;
+            }
             let slot = push_entry(&mut arena, name, payload);
             let mut i = slot_of(hash) & mask;
             while slots[i] != EMPTY && slots[i] != TOMBSTONE {
@@ -198,8 +204,8 @@ impl Table {
             slots[i] = slot;
             len += 1;
         }
-        // Keep probe chains short and the arena mostly live.
-        if (len + tombstones) * 4 > slots.len() * 3 || dead * 4 > arena.len() {
+        // Keep the arena mostly live.
+        if dead * 4 > arena.len() {
             return None;
         }
         Some(Self {
@@ -300,6 +306,18 @@ mod tests {
         assert_eq!(p.iter().count(), 40);
         // The original is untouched (copy-on-write).
         assert_eq!(t.get(h.hash(&names[0]), &names[0]), Some(&b"AAAA"[..]));
+        // Many inserts into a small table ask for a rebuild (it must grow)
+        // instead of filling every slot.
+        let more: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("\x03m{i:02}\x00").into_bytes())
+            .collect();
+        let inserts: Vec<TableUpdate<'_>> = more
+            .iter()
+            .map(|n| (n.as_slice(), h.hash(n), Some(&b"x"[..])))
+            .collect();
+        assert!(t.patched(&inserts).is_none());
+        let small = Table::build(&entries[..1]);
+        assert!(small.patched(&inserts[..3]).is_none());
         // Removing most names asks for a rebuild (dead space).
         let removals: Vec<TableUpdate<'_>> = names[..30]
             .iter()
