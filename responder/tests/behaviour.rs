@@ -844,3 +844,23 @@ fn random_batches_match_a_model() {
         }
     }
 }
+
+/// The writer runs on its own thread; workers share views of snapshots.
+#[test]
+fn thread_safety_of_the_public_types() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<ddserver_responder::SnapshotWriter>();
+    sync::<ddserver_responder::SnapshotWriter>();
+    send::<ddserver_responder::Shared>();
+    sync::<ddserver_responder::Shared>();
+    send::<ddserver_responder::Snapshot>();
+    sync::<ddserver_responder::Snapshot>();
+    // Moving a populated writer to another thread and back.
+    let w = writer();
+    let w = std::thread::spawn(move || w).join().unwrap();
+    assert_eq!(
+        ask(w.current(), "h1.dyn.example.net", Rtype::A).answer_data(),
+        ["192.0.2.1"]
+    );
+}

@@ -114,8 +114,18 @@ pub struct SnapshotWriter {
     zones_dirty: bool,
     retired: VecDeque<Arc<Snapshot>>,
     /// The pointer table of the last freed snapshot, reused by the next publish.
-    spare_table: Option<Box<[Option<NonNull<Table>>]>>,
+    spare_table: Option<SpareTable>,
 }
+
+/// A freed snapshot's shard pointer table, kept only for its memory.
+struct SpareTable(Box<[Option<NonNull<Table>>]>);
+
+// SAFETY: the pointers in a spare table are stale and never dereferenced;
+// the table is overwritten with a live snapshot's pointers before any use.
+// Moving it to another thread moves only plain memory.
+unsafe impl Send for SpareTable {}
+// SAFETY: as for `Send`: no access through `&SpareTable` reads the pointees.
+unsafe impl Sync for SpareTable {}
 
 impl SnapshotWriter {
     /// A writer publishing an empty snapshot (every query REFUSED).
@@ -551,7 +561,7 @@ impl SnapshotWriter {
             self.pending = HashMap::default();
         }
         let mut shards = match self.spare_table.take() {
-            Some(mut table) => {
+            Some(SpareTable(mut table)) => {
                 table.copy_from_slice(&self.current.shards);
                 table
             }
@@ -652,7 +662,7 @@ impl SnapshotWriter {
             if let Some(front) = self.retired.pop_front()
                 && let Ok(snapshot) = Arc::try_unwrap(front)
             {
-                self.spare_table = snapshot.recycle();
+                self.spare_table = snapshot.recycle().map(SpareTable);
             }
         }
     }
