@@ -191,7 +191,10 @@ impl SnapshotWriter {
             applied: 1,
             ..Default::default()
         };
-        for (i, host) in hosts.into_iter().enumerate() {
+        let hosts = hosts.into_iter();
+        // A bulk load: size the overlay once instead of growing it by rehashing.
+        self.pending.reserve(hosts.size_hint().0);
+        for (i, host) in hosts.enumerate() {
             match self.upsert_host(&zone_name, &host) {
                 Ok(()) => report.applied += 1,
                 Err(e) => report.rejected.push((i, e)),
