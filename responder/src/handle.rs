@@ -53,7 +53,8 @@ pub fn handle(
     if qdcount != 1 || ancount != 0 {
         return header_only(query, response, RCODE_FORMERR);
     }
-    let Ok((qname, name_end)) = NameKey::parse(query, HEADER_LEN) else {
+    let mut qname = NameKey::new();
+    let Ok(name_end) = qname.parse_into(query, HEADER_LEN) else {
         return header_only(query, response, RCODE_FORMERR);
     };
     let (Some(qtype), Some(qclass)) = (read_u16(query, name_end), read_u16(query, name_end + 2))
@@ -81,21 +82,22 @@ pub fn handle(
         return Outcome::Drop;
     }
 
-    let plan = match edns {
+    let mut plan = Plan::new(RCODE_REFUSED, false);
+    match edns {
         // RFC 6891 §6.1.3: unknown version → BADVERS, no answer.
         Some(e) if e.version > 0 => {
-            Plan::new(RCODE_NOERROR, false).with_extended(EXTENDED_RCODE_BADVERS)
+            plan.rcode = RCODE_NOERROR;
+            plan.extended_rcode = EXTENDED_RCODE_BADVERS;
         }
         _ => match qclass {
-            CLASS_IN if qtype == TYPE_AXFR || qtype == TYPE_IXFR => {
-                // Zone transfer is not offered yet (RFC 5936 §4.2: REFUSED).
-                Plan::new(RCODE_REFUSED, false)
-            }
-            CLASS_IN => decide(snapshot, &qname, qtype),
-            CLASS_CH => decide_chaos(settings, &qname, qtype),
-            _ => Plan::new(RCODE_REFUSED, false),
+            // Zone transfer is not offered yet (RFC 5936 §4.2: REFUSED).
+            CLASS_IN if qtype == TYPE_AXFR || qtype == TYPE_IXFR => {}
+            CLASS_IN => decide(snapshot, &qname, qtype, &mut plan),
+            CLASS_CH => decide_chaos(settings, &qname, qtype, &mut plan),
+            // Other classes: not ours (REFUSED, no AA).
+            _ => {}
         },
-    };
+    }
     encode(query, question_end, &plan, edns, settings, limit, response)
 }
 
@@ -206,11 +208,6 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn with_extended(mut self, extended: u8) -> Self {
-        self.extended_rcode = extended;
-        self
-    }
-
     fn push_answer(&mut self, piece: Piece<'a>) {
         if self.answer_len < self.answer.len() {
             self.answer[self.answer_len] = piece;
@@ -243,8 +240,15 @@ enum Found<'a> {
 /// is the closest encloser, RFC 4592 §3.3.1).
 #[inline]
 fn find<'a>(snapshot: &'a Snapshot, name: &NameKey, apex: usize, qtype: u16) -> Found<'a> {
+    if apex == 0 {
+        return snapshot
+            .get(name.as_bytes())
+            .map_or(Found::NxDomain, Found::Node);
+    }
+    // The apex itself exists (it holds the SOA) and is never a wildcard
+    // host, so the walk starts one label below it.
     let mut parent: Option<&[u8]> = None;
-    for i in (0..=apex).rev() {
+    for i in (0..apex).rev() {
         match snapshot.get(name.suffix(i)) {
             Some(payload) => {
                 // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).
@@ -271,12 +275,14 @@ fn find<'a>(snapshot: &'a Snapshot, name: &NameKey, apex: usize, qtype: u16) -> 
 }
 
 /// Decides the answer for class IN.
-fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
+/// `plan` arrives as REFUSED without AA, which is the answer for names
+/// outside our zones (as NSD and Knot do).
+fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16, plan: &mut Plan<'a>) {
     let Some((apex, negative_soa)) = snapshot.zones.find(qname) else {
-        // Not ours: REFUSED without AA, as NSD and Knot do.
-        return Plan::new(RCODE_REFUSED, false);
+        return;
     };
-    let mut plan = Plan::new(RCODE_NOERROR, true);
+    plan.rcode = RCODE_NOERROR;
+    plan.authoritative = true;
     // The apex is a suffix of the question name, so the SOA's owner is a
     // pointer into it (also after a CNAME chain: targets stay in the zone).
     let soa = Piece {
@@ -305,20 +311,21 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                     owner: Owner::Verbatim,
                 });
             }
-            return plan;
+            return;
         }
         Found::NxDomain => {
             plan.rcode = RCODE_NXDOMAIN;
             plan.authority = Some(soa);
-            return plan;
+            return;
         }
     };
     let apex_labels = qname.label_count() - apex;
     let mut owner = Owner::Question(0);
+    let mut target = NameKey::new();
     for step in 0..=MAX_CHAIN {
         if qtype == TYPE_ANY {
             // RFC 8482 §4.2: answer ANY with one RRset, the node's first
-            // (A for a host, SOA at the apex), as Knot DNS does.
+            // (A for a host, SOA at the apex), over UDP and TCP alike.
             match render::rrsets(payload).find(|s| s.0 != TYPE_GLUE) {
                 Some((_, count, records)) => plan.push_answer(Piece {
                     records,
@@ -327,12 +334,12 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 }),
                 None => plan.authority = Some(soa),
             }
-            return plan;
+            return;
         }
         if payload[0] & FLAG_CNAME != 0 && qtype != TYPE_CNAME {
             // RFC 1034 §4.3.2 step 3a: add the CNAME, restart at its target.
             let Some((count, records)) = rrset(payload, TYPE_CNAME) else {
-                return plan;
+                return;
             };
             plan.push_answer(Piece {
                 records,
@@ -340,16 +347,17 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 owner,
             });
             if step == MAX_CHAIN || records.len() < 12 {
-                return plan;
+                return;
             }
-            let Ok(target) = NameKey::from_wire(&records[12..]) else {
-                return plan;
-            };
+            // Parsed in place from the stored RDATA (no 400-octet key moved).
+            if target.parse_into(records, 12).is_err() {
+                return;
+            }
             // Follow only inside this zone (the target must end in the apex).
             if target.label_count() < apex_labels
                 || target.suffix(target.label_count() - apex_labels) != qname.suffix(apex)
             {
-                return plan;
+                return;
             }
             owner = Owner::Target(0);
             match find(snapshot, &target, target.label_count() - apex_labels, qtype) {
@@ -358,9 +366,9 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 Found::NxDomain => {
                     plan.rcode = RCODE_NXDOMAIN;
                     plan.authority = Some(soa);
-                    return plan;
+                    return;
                 }
-                Found::Referral(..) => return plan,
+                Found::Referral(..) => return,
             }
             continue;
         }
@@ -373,14 +381,13 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
             // NODATA (RFC 2308 §2.2): NOERROR, SOA in authority.
             None => plan.authority = Some(soa),
         }
-        return plan;
+        return;
     }
-    plan
 }
 
 /// CHAOS class: `version.bind`/`version.server`, `id.server`/`hostname.bind`
 /// (RFC 4892 §2) when configured; everything else REFUSED.
-fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan<'a> {
+fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16, plan: &mut Plan<'a>) {
     let payload = match qname.as_bytes() {
         b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => {
             settings.chaos_version.as_deref()
@@ -388,10 +395,9 @@ fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan
         b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => settings.chaos_id.as_deref(),
         _ => None,
     };
-    let Some(payload) = payload else {
-        return Plan::new(RCODE_REFUSED, false);
-    };
-    let mut plan = Plan::new(RCODE_NOERROR, true);
+    let Some(payload) = payload else { return };
+    plan.rcode = RCODE_NOERROR;
+    plan.authoritative = true;
     if (qtype == TYPE_TXT || qtype == TYPE_ANY)
         && let Some((count, records)) = rrset(payload, TYPE_TXT)
     {
@@ -401,7 +407,6 @@ fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan
             owner: Owner::Question(0),
         });
     }
-    plan
 }
 
 /// Writes the response for `plan`; sets TC and empties all sections when
