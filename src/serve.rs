@@ -245,16 +245,30 @@ fn release_free_memory() {
     unsafe { mi_collect(true) };
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+/// SIGTERM and SIGINT, caught from the moment this is created: install it
+/// before opening any socket, so a signal that arrives while the service
+/// starts still stops it cleanly instead of killing it.
+pub(crate) struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    pub(crate) fn install() -> Result<ShutdownSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignal {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub(crate) async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = self.int.recv() => tracing::info!("SIGINT received, stopping"),
+        }
+    }
 }
 
 fn describe(responder: &RunningResponder) -> String {
@@ -275,20 +289,22 @@ fn describe(responder: &RunningResponder) -> String {
 
 /// `ddserver responder`.
 pub(crate) async fn responder(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = ShutdownSignal::install()?;
     let responder = start_responder(config, store).await?;
     println!("DNS responder listening on {}", describe(&responder));
-    shutdown_signal().await?;
+    shutdown.wait().await;
     responder.stop().await
 }
 
 /// `ddserver serve`: every part in one process. Each part is one
 /// `start_*` call here and one `stop` at the end.
 pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = ShutdownSignal::install()?;
     first_start(store).await?;
     let responder = start_responder(config, store).await?;
     println!("DNS responder listening on {}", describe(&responder));
     println!("ddserver is running; stop it with Ctrl-C or SIGTERM");
-    shutdown_signal().await?;
+    shutdown.wait().await;
     responder.stop().await
 }
 

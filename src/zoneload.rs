@@ -41,7 +41,21 @@ pub(crate) async fn read_zone(store: &Store, zone: Zone) -> Result<LoadedZone> {
             records.push(static_record(&stored, &apex)?);
         }
     }
-    let (records, address_names) = split_address_names(records);
+    // Name-server targets stay zone-level: glue is taken from there.
+    let mut ns_targets: Vec<String> = zone.ns.iter().map(|n| n.as_str().to_owned()).collect();
+    ns_targets.extend(records.iter().filter_map(|r| match &r.data {
+        RecordData::Ns(target) => Some(target.trim_end_matches('.').to_ascii_lowercase()),
+        _ => None,
+    }));
+    let keep: HashSet<String> = ns_targets
+        .iter()
+        .filter_map(|t| {
+            t.strip_suffix(apex.as_str())
+                .and_then(|s| s.strip_suffix('.'))
+        })
+        .map(str::to_owned)
+        .collect();
+    let (records, address_names) = split_address_names(records, &keep);
     Ok(LoadedZone {
         data: zone_data(&zone, records),
         address_names,
@@ -90,14 +104,16 @@ pub(crate) fn static_record(stored: &StoredRecord, apex: &str) -> Result<StaticR
     };
     let data = match data {
         Some(data) => data,
-        None => record_data(RecordValue::parse(stored.rtype, &stored.rdata).map_err(|e| {
-            anyhow!(
-                "stored record '{} {} {}' cannot be served: {e}",
-                stored.owner,
-                stored.rtype,
-                stored.rdata
-            )
-        })?)?,
+        None => record_data(
+            RecordValue::parse(stored.rtype, &stored.rdata).map_err(|e| {
+                anyhow!(
+                    "stored record '{} {} {}' cannot be served: {e}",
+                    stored.owner,
+                    stored.rtype,
+                    stored.rdata
+                )
+            })?,
+        )?,
     };
     Ok(StaticRecord {
         owner,
@@ -147,10 +163,12 @@ pub(crate) fn record_data(value: RecordValue) -> Result<RecordData> {
 }
 
 /// Splits off the names that hold only one A and/or one AAAA with one TTL,
-/// are not wildcards, not the apex, and not at or below a delegation (glue
-/// there must stay zone-level so it is answered as a referral).
+/// are not wildcards, not the apex, not at or below a delegation (glue
+/// there must stay zone-level so it is answered as a referral) and not in
+/// `keep` (relative names, e.g. name-server targets).
 pub(crate) fn split_address_names(
     records: Vec<StaticRecord>,
+    keep: &HashSet<String>,
 ) -> (Vec<StaticRecord>, Vec<HostData>) {
     #[derive(Default)]
     struct Owner {
@@ -180,7 +198,12 @@ pub(crate) fn split_address_names(
     };
     let mut simple: HashMap<&str, HostData> = HashMap::new();
     for (name, owner) in &owners {
-        if owner.other || *name == "@" || name.starts_with('*') || below_cut(name) {
+        if owner.other
+            || *name == "@"
+            || name.starts_with('*')
+            || below_cut(name)
+            || keep.contains(*name)
+        {
             continue;
         }
         let ttl = match (owner.v4, owner.v6) {
@@ -239,24 +262,30 @@ mod tests {
             rec("ttls", 60, a("192.0.2.5")),
             rec("ttls", 30, aaaa("2001:db8::5")),
             rec("mx", 60, a("192.0.2.6")),
-            rec("mx", 60, RecordData::Mx {
-                preference: 1,
-                exchange: "x.example.".into(),
-            }),
+            rec(
+                "mx",
+                60,
+                RecordData::Mx {
+                    preference: 1,
+                    exchange: "x.example.".into(),
+                },
+            ),
             rec("@", 60, a("192.0.2.7")),
             rec("*.w", 60, a("192.0.2.8")),
             rec("sub", 60, RecordData::Ns("ns.sub.example.".into())),
             rec("ns.sub", 60, a("192.0.2.9")),
             rec("deep.ns.sub", 60, a("192.0.2.10")),
+            rec("ns1", 60, a("192.0.2.11")),
         ];
-        let (rest, hosts) = split_address_names(records);
+        let keep = HashSet::from(["ns1".to_string()]);
+        let (rest, hosts) = split_address_names(records, &keep);
         let mut names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["h1", "h2"]);
         let h1 = hosts.iter().find(|h| h.name == "h1").unwrap();
         assert_eq!(h1.ttl, Some(60));
         assert!(h1.ipv4.is_some() && h1.ipv6.is_some());
-        assert_eq!(rest.len(), 11);
+        assert_eq!(rest.len(), 12);
         assert!(rest.iter().all(|r| r.owner != "h1" && r.owner != "h2"));
     }
 }

@@ -15,11 +15,21 @@ async fn main() {
         loop {
             let rows = sqlx::query("SELECT id, owner, rtype, ttl, rdata FROM records WHERE id > ? AND +zone_id = 1 ORDER BY id LIMIT 10000")
                 .bind(last).fetch_all(&pool).await.unwrap();
-            if rows.is_empty() { break; }
-            for r in &rows { let o: &str = r.get(1); let d: &str = r.get(4); bytes += o.len() + d.len(); n += 1; }
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let o: &str = r.get(1);
+                let d: &str = r.get(4);
+                bytes += o.len() + d.len();
+                n += 1;
+            }
             last = rows.last().unwrap().get(0);
         }
-        println!("round {round} native sqlite paged: {n} rows {bytes} bytes in {:?}", t.elapsed());
+        println!(
+            "round {round} native sqlite paged: {n} rows {bytes} bytes in {:?}",
+            t.elapsed()
+        );
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
         let t = Instant::now();
         let mut n = 0usize;
@@ -27,7 +37,9 @@ async fn main() {
         loop {
             let rows = sqlx::query("SELECT id, owner, rtype, ttl, rdata FROM records WHERE id > ? AND +zone_id = 1 ORDER BY id LIMIT 10000")
                 .bind(last).fetch_all(&pool).await.unwrap();
-            if rows.is_empty() { break; }
+            if rows.is_empty() {
+                break;
+            }
             n += rows.len();
             last = rows.last().unwrap().get(0);
         }

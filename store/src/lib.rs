@@ -28,6 +28,7 @@ mod store;
 mod users;
 mod zones;
 
+pub use bulk::{StaticRecordPages, StoredRecord};
 pub use error::{DatabaseError, StoreError};
 pub use hosts::MAX_HOST_TXT;
 pub use model::{
@@ -36,7 +37,6 @@ pub use model::{
 };
 pub use name::{Name, NameError};
 pub use record::{RecordType, RecordValue};
-pub use bulk::{StaticRecordPages, StoredRecord};
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 
