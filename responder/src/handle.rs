@@ -21,6 +21,12 @@ use crate::{Outcome, Transport};
 const MAX_CHAIN: usize = 8;
 /// An OPT record without options: root owner, type, class, TTL, RDLEN.
 const OPT_LEN: usize = 11;
+/// Most address RRsets added as additional data for one answer (A and
+/// AAAA for up to eight targets); Knot and NSD add them all, answers with
+/// more targets than this are rare and the rest is optional anyway.
+const MAX_EXTRA: usize = 16;
+/// Answer records whose RDATA positions are remembered for `Owner::Rdata`.
+const MAX_TARGETS: usize = MAX_EXTRA / 2;
 /// UDP size without EDNS (RFC 1035 §4.2.1).
 const CLASSIC_UDP_LIMIT: usize = 512;
 /// TCP message size limit (RFC 1035 §4.2.2: a two-octet length prefix).
@@ -168,6 +174,10 @@ enum Owner {
     Question(u16),
     /// The target name of the last CNAME written, without its first `n` octets.
     Target(u16),
+    /// The name inside the RDATA of record `record` of answer piece
+    /// `piece`, `skip` octets into that RDATA (MX exchange, SRV target, NS
+    /// name): additional-section data points at the name already written.
+    Rdata { piece: u8, record: u8, skip: u8 },
 }
 
 /// One RRset to copy: `count` records in the entry format of `render`.
@@ -193,6 +203,10 @@ struct Plan<'a> {
     answer_len: usize,
     authority: Option<Piece<'a>>,
     additional: Option<Piece<'a>>,
+    /// Addresses of in-zone MX/NS/SRV targets (RFC 1035 §3.3.9, §3.3.11,
+    /// RFC 2782): optional, left out rather than truncating (RFC 2181 §9).
+    extra: [Piece<'a>; MAX_EXTRA],
+    extra_len: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -205,6 +219,8 @@ impl<'a> Plan<'a> {
             answer_len: 0,
             authority: None,
             additional: None,
+            extra: [EMPTY_PIECE; MAX_EXTRA],
+            extra_len: 0,
         }
     }
 
@@ -373,15 +389,90 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16, plan: &mut Pl
             continue;
         }
         match rrset(payload, qtype) {
-            Some((count, records)) => plan.push_answer(Piece {
-                records,
-                count,
-                owner,
-            }),
+            Some((count, records)) => {
+                let before = plan.answer_len;
+                plan.push_answer(Piece {
+                    records,
+                    count,
+                    owner,
+                });
+                let skip = match qtype {
+                    _ if plan.answer_len == before => None,
+                    TYPE_MX => Some(2),
+                    TYPE_SRV => Some(6),
+                    TYPE_NS => Some(0),
+                    _ => None,
+                };
+                if let Some(skip) = skip {
+                    add_target_addresses(snapshot, qname, apex, records, count, skip, plan);
+                }
+            }
             // NODATA (RFC 2308 §2.2): NOERROR, SOA in authority.
             None => plan.authority = Some(soa),
         }
         return;
+    }
+}
+
+/// Additional-section processing for the last answer piece: the A and
+/// AAAA RRsets of each target name (at `skip` octets into each record's
+/// RDATA) that lies inside the question's zone (at label `apex` of
+/// `qname`), as Knot DNS and NSD add them. Targets outside the zone are
+/// left to the resolver.
+fn add_target_addresses<'a>(
+    snapshot: &'a Snapshot,
+    qname: &NameKey,
+    apex: usize,
+    records: &'a [u8],
+    count: u16,
+    skip: u8,
+    plan: &mut Plan<'a>,
+) {
+    let piece = (plan.answer_len - 1) as u8;
+    let apex_labels = qname.label_count() - apex;
+    let mut target = NameKey::new();
+    let mut rr = 0usize;
+    for record in 0..usize::from(count).min(MAX_TARGETS) {
+        if rr + 12 > records.len() {
+            return;
+        }
+        let rdlen = usize::from(u16::from_be_bytes([records[rr + 10], records[rr + 11]]));
+        let name_at = rr + 12 + usize::from(skip);
+        rr += 12 + rdlen;
+        if target.parse_into(records, name_at).is_err()
+            || target.label_count() <= apex_labels
+            || target.suffix(target.label_count() - apex_labels) != qname.suffix(apex)
+        {
+            continue;
+        }
+        let payload = match find(
+            snapshot,
+            &target,
+            target.label_count() - apex_labels,
+            TYPE_A,
+        ) {
+            Found::Node(p) | Found::Wildcard(p) => p,
+            Found::Referral(..) | Found::NxDomain => continue,
+        };
+        if payload[0] & FLAG_CNAME != 0 {
+            continue; // RFC 2181 §10.3: such a target is a misconfiguration
+        }
+        for rtype in [TYPE_A, TYPE_AAAA] {
+            if let Some((count, rrs)) = rrset(payload, rtype)
+                && plan.extra_len < MAX_EXTRA
+            {
+                plan.extra[plan.extra_len] = Piece {
+                    records: rrs,
+                    count,
+                    owner: Owner::Rdata {
+                        piece,
+                        record: record as u8,
+                        skip,
+                    },
+                };
+                plan.extra_len += 1;
+            }
+        }
     }
 }
 
@@ -431,6 +522,8 @@ fn encode(
     let budget = limit - if edns.is_some() { OPT_LEN } else { 0 };
     let mut pos = question_end;
     let mut target = 0usize;
+    // Where each answer record's RDATA starts, for `Owner::Rdata`.
+    let mut rdata_at = [[0u16; MAX_TARGETS]; MAX_CHAIN + 1];
     let mut counts = [0u16; 3];
     let mut fits = true;
     let sections: [(&[Piece<'_>], usize); 3] = [
@@ -439,8 +532,11 @@ fn encode(
         (plan.additional.as_slice(), 2),
     ];
     'sections: for (pieces, section) in sections {
-        for piece in pieces {
-            match write_piece(out, pos, budget, piece, &mut target) {
+        for (index, piece) in pieces.iter().enumerate() {
+            if section == 0 {
+                remember_rdata(piece, pos, &mut rdata_at[index]);
+            }
+            match write_piece(out, pos, budget, piece, &mut target, &rdata_at) {
                 Some(end) => {
                     pos = end;
                     counts[section] += piece.count;
@@ -457,6 +553,17 @@ fn encode(
         out[2] |= 0x02;
         pos = question_end;
         counts = [0; 3];
+    } else {
+        // Optional additional data: whatever fits, never TC (RFC 2181 §9).
+        for piece in &plan.extra[..plan.extra_len] {
+            match write_piece(out, pos, budget, piece, &mut target, &rdata_at) {
+                Some(end) => {
+                    pos = end;
+                    counts[2] += piece.count;
+                }
+                None => break,
+            }
+        }
     }
     out[6..8].copy_from_slice(&counts[0].to_be_bytes());
     out[8..10].copy_from_slice(&counts[1].to_be_bytes());
@@ -479,6 +586,23 @@ fn encode(
     Outcome::Reply(pos)
 }
 
+/// Records where each RDATA of an answer piece written at `pos` starts.
+#[inline]
+fn remember_rdata(piece: &Piece<'_>, pos: usize, at: &mut [u16; MAX_TARGETS]) {
+    let mut rr = 0usize;
+    for slot in at.iter_mut().take(usize::from(piece.count)) {
+        if rr + 12 > piece.records.len() {
+            return;
+        }
+        *slot = (pos + rr + 12).min(usize::from(u16::MAX)) as u16;
+        rr += 12
+            + usize::from(u16::from_be_bytes([
+                piece.records[rr + 10],
+                piece.records[rr + 11],
+            ]));
+    }
+}
+
 /// Copies one piece at `pos` and points its owners at the right name.
 /// Returns the new end, or `None` if it would pass `budget`.
 #[inline]
@@ -488,6 +612,7 @@ fn write_piece(
     budget: usize,
     piece: &Piece<'_>,
     target: &mut usize,
+    rdata_at: &[[u16; MAX_TARGETS]; MAX_CHAIN + 1],
 ) -> Option<usize> {
     let end = pos + piece.records.len();
     if end > budget {
@@ -498,6 +623,21 @@ fn write_piece(
         Owner::Verbatim => return Some(end),
         Owner::Question(skip) => HEADER_LEN + usize::from(skip),
         Owner::Target(skip) => *target + usize::from(skip),
+        Owner::Rdata {
+            piece,
+            record,
+            skip,
+        } => {
+            let at = rdata_at
+                .get(usize::from(piece))
+                .and_then(|p| p.get(usize::from(record)))
+                .copied()
+                .unwrap_or(0);
+            if at == 0 {
+                return None;
+            }
+            usize::from(at) + usize::from(skip)
+        }
     };
     // A pointer has 14 bits (RFC 1035 §4.1.4).
     if pointer > 0x3FFF {

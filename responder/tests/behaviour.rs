@@ -864,3 +864,29 @@ fn thread_safety_of_the_public_types() {
         ["192.0.2.1"]
     );
 }
+
+/// RFC 1035 §3.3.9: an MX answer carries the in-zone exchange's address in
+/// the additional section, its owner pointing at the name in the answer.
+#[test]
+fn mx_answer_adds_the_exchange_address() {
+    let writer = writer();
+    let response = ask(writer.current(), "DYN.example.net", Rtype::MX);
+    assert_eq!(response.answer.len(), 1);
+    let additional: Vec<(String, String)> = response
+        .additional
+        .iter()
+        .map(|r| (r.owner.to_ascii_lowercase(), r.data.clone()))
+        .collect();
+    assert_eq!(
+        additional,
+        [("mail.dyn.example.net".to_string(), "192.0.2.25".to_string())]
+    );
+    // Targets outside the zone add nothing: the apex NS set here is
+    // ns1/ns2.example.net.
+    let response = ask(writer.current(), "dyn.example.net", Rtype::NS);
+    assert!(
+        response.additional.is_empty(),
+        "{:?}",
+        response.additional.len()
+    );
+}
