@@ -14,8 +14,15 @@
 //! next tick (re-applying what lies beyond it, harmlessly) until it fills or
 //! is old enough to be a rolled-back transaction.
 //!
+//! Pruning: entries older than `[feed] retention` are deleted. A follower
+//! whose applied serial lies below the oldest kept entry minus one has lost
+//! entries it never applied; it reloads everything ([`Follower::reload`]:
+//! one batch that removes every zone it served and loads the database's
+//! state anew, applied with one publish) instead of applying a partial log.
+//!
 //! This module converts store types into the responder's plain input types;
-//! it is the only place that knows both.
+//! it is the only place that knows both. It never writes to the database
+//! except to prune the change log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,6 +65,22 @@ pub(crate) struct Follower {
     applied: u64,
     /// Gaps above `applied` and when we first saw each.
     gaps: BTreeMap<u64, Instant>,
+    /// The zones handed to the snapshot writer, so a reload can remove
+    /// those the database no longer has.
+    zones: BTreeSet<String>,
+    /// Full reloads after falling behind the pruned log.
+    reloads: u64,
+}
+
+/// What one [`Follower::catch_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CatchUp {
+    /// Change-log entries read.
+    pub(crate) read: usize,
+    /// Changes handed to the snapshot writer.
+    pub(crate) changes: usize,
+    /// Whether it had to reload everything (fell behind the pruned range).
+    pub(crate) reloaded: bool,
 }
 
 impl Follower {
@@ -66,7 +89,62 @@ impl Follower {
             store,
             applied: 0,
             gaps: BTreeMap::new(),
+            zones: BTreeSet::new(),
+            reloads: 0,
         }
+    }
+
+    /// The store this follower reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Full reloads so far.
+    pub(crate) fn reloads(&self) -> u64 {
+        self.reloads
+    }
+
+    /// Reloads everything as one batch (one publish): every zone served so
+    /// far is removed and every zone and host in the database loaded again,
+    /// so the workers switch from the old state to the new one at once.
+    /// The batch holds all hosts in memory while it is built; that is the
+    /// price of never serving a half-loaded state, paid only after a
+    /// responder fell behind the pruned change log.
+    pub(crate) async fn reload<F, Fut>(&mut self, apply: F) -> Result<Loaded>
+    where
+        F: Fn(Vec<Change>) -> Fut,
+        Fut: Future<Output = Result<usize>>,
+    {
+        let mut full = self.store.load_all().await?;
+        let mut batch: Vec<Change> = self
+            .zones
+            .iter()
+            .map(|zone| Change::RemoveZone(zone.clone()))
+            .collect();
+        let mut zones = BTreeSet::new();
+        let mut names = 0;
+        for zone in &full.zones {
+            names += zone.records.len();
+            zones.insert(zone.zone.name.as_str().to_owned());
+            batch.push(Change::UpsertZone(zone_data(zone)?));
+        }
+        while let Some(page) = full.hosts.next_batch().await? {
+            names += page.len();
+            batch
+                .extend(page.iter().map(|host| {
+                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
+                }));
+        }
+        apply(batch).await?;
+        self.zones = zones;
+        self.applied = full.serial;
+        self.gaps.clear();
+        self.reloads += 1;
+        Ok(Loaded {
+            zones: self.zones.len(),
+            names,
+            serial: self.applied,
+        })
     }
 
     /// The highest serial up to which everything is applied.
@@ -87,6 +165,7 @@ impl Follower {
         let mut names = 0;
         for zone in full.zones {
             names += zone.records.len();
+            self.zones.insert(zone.zone.name.as_str().to_owned());
             apply(vec![Change::UpsertZone(zone_data(&zone)?)]).await?;
         }
         while let Some(page) = full.hosts.next_batch().await? {
@@ -105,20 +184,41 @@ impl Follower {
         })
     }
 
-    /// Applies every change committed since the last call, in batches.
-    /// Returns how many change-log entries were read.
-    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<usize>
+    /// Applies every change committed since the last call, in batches of
+    /// up to 2000 entries, each with one publish; reloads everything first
+    /// when entries it needs were pruned.
+    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<CatchUp>
     where
         F: Fn(Vec<Change>) -> Fut,
         Fut: Future<Output = Result<usize>>,
     {
-        let mut total = 0;
+        let mut done = CatchUp::default();
         loop {
             let entries = self.store.changes_since(self.applied, BATCH).await?;
-            if entries.is_empty() {
-                return Ok(total);
+            let Some(first) = entries.first() else {
+                return Ok(done);
+            };
+            if first.serial > self.applied + 1 && !done.reloaded {
+                // A gap right after what we applied: a transaction still in
+                // flight (MySQL), a rolled-back one, or pruning. Only the
+                // last loses data.
+                if let Some(oldest) = self.store.oldest_serial().await? {
+                    if self.applied + 1 < oldest {
+                        let behind = self.applied;
+                        let loaded = self.reload(&apply).await?;
+                        tracing::warn!(
+                            applied = behind,
+                            oldest,
+                            serial = loaded.serial,
+                            names = loaded.names,
+                            "responder: fell behind the pruned change log; reloaded everything"
+                        );
+                        done.reloaded = true;
+                        continue;
+                    }
+                }
             }
-            total += entries.len();
+            done.read += entries.len();
             let last = entries.last().map(|c| c.serial).unwrap_or(self.applied);
             let full_batch = entries.len() == BATCH as usize;
 
@@ -147,8 +247,10 @@ impl Follower {
                     // Removed, or removed and added again: start from nothing
                     // so no host of the old zone survives.
                     batch.push(Change::RemoveZone(zone.clone()));
+                    self.zones.remove(zone);
                 }
                 let Some(current) = current else { continue };
+                self.zones.insert(zone.clone());
                 if *work >= ZoneWork::Records {
                     let records = self.store.list_records(&name).await?;
                     batch.push(Change::UpsertZone(zone_data(&ddserver_store::ZoneData {
@@ -188,10 +290,11 @@ impl Follower {
                     }
                 }
             }
+            done.changes += batch.len();
             apply(batch).await?;
             self.advance(&entries.iter().map(|c| c.serial).collect::<Vec<_>>(), last);
             if !full_batch {
-                return Ok(total);
+                return Ok(done);
             }
         }
     }
