@@ -202,20 +202,20 @@ impl Follower {
                 // A gap right after what we applied: a transaction still in
                 // flight (MySQL), a rolled-back one, or pruning. Only the
                 // last loses data.
-                if let Some(oldest) = self.store.oldest_serial().await? {
-                    if self.applied + 1 < oldest {
-                        let behind = self.applied;
-                        let loaded = self.reload(&apply).await?;
-                        tracing::warn!(
-                            applied = behind,
-                            oldest,
-                            serial = loaded.serial,
-                            names = loaded.names,
-                            "responder: fell behind the pruned change log; reloaded everything"
-                        );
-                        done.reloaded = true;
-                        continue;
-                    }
+                if let Some(oldest) = self.store.oldest_serial().await?
+                    && self.applied + 1 < oldest
+                {
+                    let behind = self.applied;
+                    let loaded = self.reload(&apply).await?;
+                    tracing::warn!(
+                        applied = behind,
+                        oldest,
+                        serial = loaded.serial,
+                        names = loaded.names,
+                        "responder: fell behind the pruned change log; reloaded everything"
+                    );
+                    done.reloaded = true;
+                    continue;
                 }
             }
             done.read += entries.len();

@@ -237,16 +237,10 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
     );
 
     let io_config = io_config(config);
-    let server = tokio::task::spawn_blocking(move || {
-        io::start(
-            &io_config,
-            shared,
-            |snapshot, query, response, transport| handle(snapshot, query, response, transport),
-        )
-    })
-    .await
-    .context("starting the responder's workers")?
-    .context("opening the responder's sockets")?;
+    let server = tokio::task::spawn_blocking(move || io::start(&io_config, shared, handle))
+        .await
+        .context("starting the responder's workers")?
+        .context("opening the responder's sockets")?;
 
     let handle = writer.handle.clone();
     let follow = tokio::spawn(follow(
