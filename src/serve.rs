@@ -271,6 +271,13 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
     })
 }
 
+/// The longest one catch-up may take before it counts as failed. The
+/// database pool retries connecting for much longer, which would hide an
+/// outage from the logs and metrics. Cancelling a catch-up is harmless:
+/// each batch moves the applied mark only after it was applied, and
+/// applying again is idempotent; progress made by earlier batches stays.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The follower's loop: a catch-up at every wake-up by a push and at every
 /// poll tick, until `stop`.
 async fn follow(
@@ -291,7 +298,8 @@ async fn follow(
         };
         if polled {
             next_poll = tokio::time::Instant::now() + poll;
-            if let Ok(latest) = follower.store().latest_serial().await {
+            let latest = follower.store().latest_serial();
+            if let Ok(Ok(latest)) = tokio::time::timeout(CATCH_UP_TIMEOUT, latest).await {
                 metrics.database_serial.store(latest, Ordering::Relaxed);
             }
         } else if wake.hinted() <= follower.applied() && wake.hinted() != 0 {
@@ -300,7 +308,17 @@ async fn follow(
             continue;
         }
         let started = Instant::now();
-        match follower.catch_up(|batch| handle.apply(batch)).await {
+        let caught_up = tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            follower.catch_up(|batch| handle.apply(batch)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "no answer from the database within {CATCH_UP_TIMEOUT:?}"
+            ))
+        });
+        match caught_up {
             Ok(done) => {
                 let applied = follower.applied();
                 metrics.applied_serial.store(applied, Ordering::Relaxed);

@@ -138,6 +138,13 @@ impl Setup {
             mariadb,
             url,
         };
+        setup.populate();
+        setup
+    }
+
+    /// The zone, user alice and host h0 (192.0.2.0).
+    fn populate(&self) {
+        let setup = self;
         setup
             .scratch
             .ok(&["zone", "add", ZONE, "--ns", "ns1.example.net"]);
@@ -155,7 +162,6 @@ impl Setup {
             "correct horse battery staple\n",
         );
         setup.add_host(&setup.scratch.config, "h0", "192.0.2.0");
-        setup
     }
 
     pub fn control_socket(&self) -> PathBuf {
@@ -334,5 +340,131 @@ impl Setup {
             })
             .collect();
         std::fs::write(&self.scratch.config, text.join("\n") + "\n").unwrap();
+    }
+}
+
+/// A private `mariadbd` in a temporary data directory on a free port, for
+/// tests that stop the database under a running responder.
+pub struct PrivateMariaDb {
+    pub datadir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMariaDb {
+    /// Initialises `dir` and starts the server.
+    pub fn start(dir: &std::path::Path) -> PrivateMariaDb {
+        let datadir = dir.join("mariadb");
+        let out = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", datadir.display()),
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .expect("mariadb-install-db is installed");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut server = PrivateMariaDb {
+            datadir,
+            port: crate::common::free_port(),
+            child: None,
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts the server (again) on the same data directory and port, and
+    /// waits until it accepts connections.
+    pub fn resume(&mut self) {
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", self.datadir.display()),
+                &format!("--port={}", self.port),
+                "--bind-address=127.0.0.1",
+                &format!("--socket={}", self.datadir.join("mysqld.sock").display()),
+                &format!("--pid-file={}", self.datadir.join("mysqld.pid").display()),
+                "--user=root",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.datadir.join("server.err")).unwrap())
+            .spawn()
+            .expect("mariadbd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("mariadb")
+                .args(["-uroot", "-h127.0.0.1", &format!("-P{}", self.port)])
+                .args(["--connect-timeout=2", "-e", "SELECT 1"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the private mariadbd did not start: {}",
+                std::fs::read_to_string(self.datadir.join("server.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the server (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not
+            // reaped yet, with a valid signal number.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            child.wait().unwrap();
+        }
+    }
+
+    /// A handle for creating and addressing a database on this server.
+    pub fn database(&self) -> MariaDb {
+        let db = MariaDb {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "root".into(),
+            name: "ddfeed".into(),
+        };
+        db.sql("CREATE DATABASE ddfeed");
+        db
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Setup {
+    /// Like [`Setup::new`] on a given MariaDB database.
+    pub fn on_mariadb(db: MariaDb, dir: tempfile::TempDir, extra: &str) -> Setup {
+        let url = db.url();
+        let scratch = Scratch::with_url(dir, &url, extra);
+        let setup = Setup {
+            scratch,
+            mariadb: Some(db),
+            url,
+        };
+        setup.populate();
+        setup
     }
 }
