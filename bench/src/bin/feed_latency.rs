@@ -171,7 +171,9 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = Store::connect(&args.url).await.expect("opening the database");
+        let store = Store::connect(&args.url)
+            .await
+            .expect("opening the database");
         if let Some(socket) = &args.socket {
             store.push_to(socket.clone(), PushOptions::default());
         }
