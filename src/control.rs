@@ -198,6 +198,33 @@ async fn read_writer(mut stream: UnixStream, wake: Arc<Wake>, metrics: Arc<FeedM
 mod tests {
     use super::*;
 
+    /// `serve`'s own commits wake its follower through the in-process
+    /// channel, with the serial they wrote.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_process_commits_wake_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("dd.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let wake = Arc::new(Wake::default());
+        let (stop_tx, stop) = watch::channel(false);
+        follow_in_process(&store, wake.clone(), stop);
+        let zone = ddserver_store::Name::parse("dyn.example.net").unwrap();
+        let ns = ddserver_store::Name::parse("ns1.example.net").unwrap();
+        store
+            .add_zone(
+                &ddserver_store::Actor::cli(),
+                ddserver_store::NewZone::new(zone, vec![ns]),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wake.woken())
+            .await
+            .expect("woken");
+        assert_eq!(wake.hinted(), store.latest_serial().await.unwrap());
+        let _ = stop_tx.send(true);
+    }
+
     #[test]
     fn push_targets_skip_the_own_socket_and_duplicates() {
         let mut config = Config::default();

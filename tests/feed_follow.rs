@@ -129,6 +129,17 @@ fn falling_behind_the_pruned_log_reloads(backend: Backend) {
     assert!(applied >= 6.0, "applied serial {applied}");
 }
 
+/// `ddserver serve` listens on the control socket too (admin commands
+/// push to it) and does not push to itself.
+fn serve_follows_pushes(backend: Backend) {
+    let s = Setup::new(backend, "[feed]\npoll_interval_ms = 60000\n");
+    let port = s.scratch.dns_port;
+    let _serve = s.scratch.start(&["serve"], &format!("h0.{ZONE}"));
+    let config = s.scratch.config.clone();
+    s.add_host(&config, "h1", "192.0.2.1");
+    wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -146,4 +157,5 @@ on_both_backends!(
     a_push_wakes_the_responder_and_covers_lost_ones,
     no_control_socket_follows_the_log,
     falling_behind_the_pruned_log_reloads,
+    serve_follows_pushes,
 );
