@@ -11,8 +11,14 @@
 //! ```
 //!
 //! Hosts `h0000001..` of `dyn.example.net` must exist. Per rate it prints
-//! the commits/s achieved, the samples, median, p99 and max delay, and the
+//! the changes/s achieved, the samples, median, p99 and max delay, and the
 //! samples never answered within one second. Never used by the server.
+//!
+//! `--group N` (N > 1) measures the responder rather than the store's
+//! one-transaction-per-change commit rate: each transaction updates N hosts
+//! and writes their N change-log entries with plain SQL (what an updater
+//! with group commit would do), then a `Heartbeat` frame with the new
+//! serial goes to the control socket.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -34,6 +40,7 @@ struct Args {
     seconds: u64,
     writers: usize,
     samples_per_second: u64,
+    group: u64,
 }
 
 fn parse_args() -> Args {
@@ -46,6 +53,7 @@ fn parse_args() -> Args {
         seconds: 5,
         writers: 8,
         samples_per_second: 500,
+        group: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +72,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value.parse().expect("--seconds N"),
             "--writers" => args.writers = value.parse().expect("--writers N"),
             "--samples" => args.samples_per_second = value.parse().expect("--samples N"),
+            "--group" => args.group = value.parse().expect("--group N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -155,6 +164,113 @@ fn prober(dns: SocketAddr, samples: mpsc::Receiver<Sample>) -> (Vec<Duration>, u
     (delays, lost)
 }
 
+/// The `--group` mode: one writer, `group` changes per transaction.
+fn grouped(args: &Args) {
+    use tokio::io::AsyncWriteExt;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&args.url)
+            .await
+            .unwrap();
+        let socket_path = args.socket.clone().expect("--group needs --socket");
+        let mut socket = tokio::net::UnixStream::connect(&socket_path).await.unwrap();
+        let mut hello = Vec::new();
+        ddserver_store::feed::encode_frame(
+            &ddserver_store::FeedMessage::Hello {
+                latest: 0,
+                writer: "feed_latency --group".into(),
+            },
+            &mut hello,
+        )
+        .unwrap();
+        socket.write_all(&hello).await.unwrap();
+        println!(
+            "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
+            "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
+        );
+        let mut base = 1u64 << 23;
+        for &rate in &args.rates {
+            let (tx, rx) = mpsc::channel();
+            let dns = args.dns;
+            let prober = std::thread::spawn(move || prober(dns, rx));
+            let total = rate * args.seconds;
+            let sample_every = (rate / args.samples_per_second).max(1);
+            let start = tokio::time::Instant::now();
+            let mut i = 0;
+            while i < total {
+                let n = args.group.min(total - i);
+                let due = start + Duration::from_nanos((i + n) * 1_000_000_000 / rate);
+                tokio::time::sleep_until(due).await;
+                let changes: Vec<(u64, u64)> = (i..i + n)
+                    .map(|j| {
+                        let change = base + j;
+                        (
+                            1 + (change.wrapping_mul(2_654_435_761) % args.hosts),
+                            change,
+                        )
+                    })
+                    .collect();
+                let latest = group_commit(&pool, &changes).await;
+                let committed = Instant::now();
+                let mut frame = Vec::new();
+                ddserver_store::feed::encode_frame(
+                    &ddserver_store::FeedMessage::Heartbeat { latest },
+                    &mut frame,
+                )
+                .unwrap();
+                socket.write_all(&frame).await.unwrap();
+                for &(host, change) in &changes {
+                    if (change - base).is_multiple_of(sample_every) {
+                        let _ = tx.send(Sample {
+                            name: format!("h{host:07}.dyn.example.net"),
+                            address: address(change),
+                            committed,
+                        });
+                    }
+                }
+                i += n;
+            }
+            drop(tx);
+            let elapsed = start.elapsed();
+            base += total;
+            let (mut delays, lost) = tokio::task::spawn_blocking(move || prober.join().unwrap())
+                .await
+                .unwrap();
+            delays.sort();
+            report(rate, total as f64 / elapsed.as_secs_f64(), &delays, lost);
+        }
+    });
+}
+
+fn report(rate: u64, achieved: f64, delays: &[Duration], lost: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:>8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>6}",
+        rate,
+        achieved,
+        delays.len(),
+        ms(percentile(delays, 0.5)),
+        ms(percentile(delays, 0.99)),
+        ms(delays.last().copied().unwrap_or_default()),
+        lost
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -163,8 +279,53 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// Commits `changes` (host number, change number) in one transaction with
+/// plain SQL and returns the newest serial.
+async fn group_commit(pool: &sqlx::AnyPool, changes: &[(u64, u64)]) -> u64 {
+    use sqlx::Row;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for &(host, change) in changes {
+        sqlx::query("UPDATE hosts SET ipv4 = ?, updated_at = ? WHERE fqdn = ?")
+            .bind(Ipv4Addr::from(address(change)).to_string())
+            .bind(now)
+            .bind(format!("h{host:07}.dyn.example.net"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE zones SET serial = serial + 1 WHERE name = 'dyn.example.net'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for &(host, _) in changes {
+        sqlx::query(
+            "INSERT INTO changes (zone, name, kind, committed_at) \
+             VALUES ('dyn.example.net', ?, 'host_changed', ?)",
+        )
+        .bind(format!("h{host:07}.dyn.example.net"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    let latest: i64 = sqlx::query("SELECT MAX(serial) FROM changes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    latest as u64
+}
+
 fn main() {
     let args = parse_args();
+    if args.group > 1 {
+        return grouped(&args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -179,7 +340,7 @@ fn main() {
         }
         println!(
             "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
-            "target/s", "commits/s", "samples", "median ms", "p99 ms", "max ms", "lost"
+            "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
         );
         let mut base = 0u64;
         for &rate in &args.rates {
@@ -212,7 +373,7 @@ fn main() {
                             .update_host_addresses(&Actor::cli(), &fqdn, Some(Some(ip)), None)
                             .await
                             .expect("update");
-                        if i % sample_every == 0 {
+                        if i.is_multiple_of(sample_every) {
                             let _ = tx.send(Sample {
                                 name,
                                 address: address(change),
@@ -232,17 +393,7 @@ fn main() {
                 .await
                 .unwrap();
             delays.sort();
-            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-            println!(
-                "{:>8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>6}",
-                rate,
-                total as f64 / elapsed.as_secs_f64(),
-                delays.len(),
-                ms(percentile(&delays, 0.5)),
-                ms(percentile(&delays, 0.99)),
-                ms(delays.last().copied().unwrap_or_default()),
-                lost
-            );
+            report(rate, total as f64 / elapsed.as_secs_f64(), &delays, lost);
         }
         store.flush_pushes(Duration::from_secs(1)).await;
         store.close().await;
