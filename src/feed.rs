@@ -14,8 +14,15 @@
 //! next tick (re-applying what lies beyond it, harmlessly) until it fills or
 //! is old enough to be a rolled-back transaction.
 //!
+//! Pruning: entries older than `[feed] retention` are deleted. A follower
+//! whose applied serial lies below the oldest kept entry minus one has lost
+//! entries it never applied; it reloads everything ([`Follower::reload`]:
+//! one batch that removes every zone it served and loads the database's
+//! state anew, applied with one publish) instead of applying a partial log.
+//!
 //! This module converts store types into the responder's plain input types;
-//! it is the only place that knows both.
+//! it is the only place that knows both. It never writes to the database
+//! except to prune the change log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -61,6 +68,22 @@ pub(crate) struct Follower {
     applied: u64,
     /// Gaps above `applied` and when we first saw each.
     gaps: BTreeMap<u64, Instant>,
+    /// The zones handed to the snapshot writer, so a reload can remove
+    /// those the database no longer has.
+    zones: BTreeSet<String>,
+    /// Full reloads after falling behind the pruned log.
+    reloads: u64,
+}
+
+/// What one [`Follower::catch_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CatchUp {
+    /// Change-log entries read.
+    pub(crate) read: usize,
+    /// Changes handed to the snapshot writer.
+    pub(crate) changes: usize,
+    /// Whether it had to reload everything (fell behind the pruned range).
+    pub(crate) reloaded: bool,
 }
 
 impl Follower {
@@ -69,7 +92,71 @@ impl Follower {
             store,
             applied: 0,
             gaps: BTreeMap::new(),
+            zones: BTreeSet::new(),
+            reloads: 0,
         }
+    }
+
+    /// The store this follower reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Full reloads so far.
+    pub(crate) fn reloads(&self) -> u64 {
+        self.reloads
+    }
+
+    /// Reloads everything as one batch (one publish): every zone served so
+    /// far is removed and every zone and host in the database loaded again,
+    /// so the workers switch from the old state to the new one at once.
+    /// The batch holds all hosts in memory while it is built; that is the
+    /// price of never serving a half-loaded state, paid only after a
+    /// responder fell behind the pruned change log.
+    pub(crate) async fn reload<F, Fut>(&mut self, apply: F) -> Result<Loaded>
+    where
+        F: Fn(Vec<Change>) -> Fut,
+        Fut: Future<Output = Result<usize>>,
+    {
+        let serial = self.store.latest_serial().await?;
+        let mut batch: Vec<Change> = self
+            .zones
+            .iter()
+            .map(|zone| Change::RemoveZone(zone.clone()))
+            .collect();
+        let mut zones = BTreeSet::new();
+        let mut names = 0;
+        for zone in self.store.list_zones().await? {
+            let name = zone.name.as_str().to_owned();
+            let loaded = read_zone(&self.store, zone).await?;
+            names += loaded.data.records.len() + loaded.address_names.len();
+            batch.push(Change::UpsertZone(loaded.data));
+            batch.extend(
+                loaded
+                    .address_names
+                    .into_iter()
+                    .map(|h| Change::UpsertHost(name.clone(), h)),
+            );
+            zones.insert(name);
+        }
+        let mut hosts = self.store.host_pages(HOST_BATCH);
+        while let Some(page) = hosts.next_batch().await? {
+            names += page.len();
+            batch
+                .extend(page.iter().map(|host| {
+                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
+                }));
+        }
+        apply(batch).await?;
+        self.zones = zones;
+        self.applied = serial;
+        self.gaps.clear();
+        self.reloads += 1;
+        Ok(Loaded {
+            zones: self.zones.len(),
+            names,
+            serial: self.applied,
+        })
     }
 
     /// The highest serial up to which everything is applied.
@@ -93,6 +180,7 @@ impl Follower {
         let mut names = 0;
         for zone in zone_list {
             let name = zone.name.as_str().to_owned();
+            self.zones.insert(name.clone());
             let loaded = read_zone(&self.store, zone).await?;
             names += loaded.data.records.len() + loaded.address_names.len();
             apply(vec![Change::UpsertZone(loaded.data)]).await?;
@@ -121,20 +209,41 @@ impl Follower {
         })
     }
 
-    /// Applies every change committed since the last call, in batches.
-    /// Returns how many change-log entries were read.
-    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<usize>
+    /// Applies every change committed since the last call, in batches of
+    /// up to 2000 entries, each with one publish; reloads everything first
+    /// when entries it needs were pruned.
+    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<CatchUp>
     where
         F: Fn(Vec<Change>) -> Fut,
         Fut: Future<Output = Result<usize>>,
     {
-        let mut total = 0;
+        let mut done = CatchUp::default();
         loop {
             let entries = self.store.changes_since(self.applied, BATCH).await?;
-            if entries.is_empty() {
-                return Ok(total);
+            let Some(first) = entries.first() else {
+                return Ok(done);
+            };
+            if first.serial > self.applied + 1 && !done.reloaded {
+                // A gap right after what we applied: a transaction still in
+                // flight (MySQL), a rolled-back one, or pruning. Only the
+                // last loses data.
+                if let Some(oldest) = self.store.oldest_serial().await?
+                    && self.applied + 1 < oldest
+                {
+                    let behind = self.applied;
+                    let loaded = self.reload(&apply).await?;
+                    tracing::warn!(
+                        applied = behind,
+                        oldest,
+                        serial = loaded.serial,
+                        names = loaded.names,
+                        "responder: fell behind the pruned change log; reloaded everything"
+                    );
+                    done.reloaded = true;
+                    continue;
+                }
             }
-            total += entries.len();
+            done.read += entries.len();
             let last = entries.last().map(|c| c.serial).unwrap_or(self.applied);
             let full_batch = entries.len() == BATCH as usize;
 
@@ -167,8 +276,10 @@ impl Follower {
                     // included, so nothing of the old state survives (plain
                     // address names live beside the hosts; see zoneload).
                     batch.push(Change::RemoveZone(zone.clone()));
+                    self.zones.remove(zone);
                 }
                 let Some(current) = current else { continue };
+                self.zones.insert(zone.clone());
                 if *work >= ZoneWork::Reload {
                     let loaded = read_zone(&self.store, current).await?;
                     batch.push(Change::UpsertZone(loaded.data));
@@ -209,10 +320,11 @@ impl Follower {
                     }
                 }
             }
+            done.changes += batch.len();
             apply(batch).await?;
             self.advance(&entries.iter().map(|c| c.serial).collect::<Vec<_>>(), last);
             if !full_batch {
-                return Ok(total);
+                return Ok(done);
             }
         }
     }

@@ -8,14 +8,16 @@
 //! backend-specific statements are the write lock and the connection
 //! pragmas.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyConnection;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
+use crate::announce::{Announcer, PushOptions, PushStats};
 use crate::error::StoreError;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
 use crate::name::Name;
@@ -24,6 +26,41 @@ pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqli
 pub(crate) static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 
 pub(crate) type Tx = Transaction<'static, Any>;
+
+/// A write transaction that remembers the change-log entries it wrote and
+/// announces them after, and only after, its commit succeeded.
+///
+/// Derefs to the connection, so `&mut *tx` and `&mut tx` work as with a
+/// plain `Transaction`. Dropping it without `commit` rolls back and
+/// announces nothing.
+pub(crate) struct WriteTx {
+    tx: Tx,
+    backend: Backend,
+    announcer: Arc<Announcer>,
+    written: Vec<Change>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits, then announces what was written (never blocking).
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.announcer.announce(self.written);
+        Ok(())
+    }
+}
 
 /// Hosts per page in [`HostPages`]: large enough to amortise the round
 /// trip, small enough that 10M hosts never sit in one result set.
@@ -34,6 +71,7 @@ pub const HOST_PAGE_SIZE: usize = 10_000;
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    announcer: Arc<Announcer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,6 +195,7 @@ impl Store {
             Ok(Store {
                 pool,
                 backend: Backend::Sqlite,
+                announcer: Arc::new(Announcer::new()),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -177,6 +216,7 @@ impl Store {
             Ok(Store {
                 pool,
                 backend: Backend::MySql,
+                announcer: Arc::new(Announcer::new()),
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -218,17 +258,59 @@ impl Store {
     /// `change_log_state` row; the next writer's INSERT waits until this one
     /// committed. Rolled-back transactions still consume AUTO_INCREMENT
     /// values there: readers must tolerate gaps, never reorderings.
-    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
-        match self.backend {
-            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::MySql => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT id FROM change_log_state WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *tx)
                     .await?;
-                Ok(tx)
+                tx
             }
-        }
+        };
+        Ok(WriteTx {
+            tx,
+            backend: self.backend,
+            announcer: self.announcer.clone(),
+            written: Vec::new(),
+        })
+    }
+
+    /// Announcements of every commit made through this store (and its
+    /// clones) from now on, each the change-log entries of one commit in
+    /// serial order. Bounded: a receiver that falls behind gets
+    /// `RecvError::Lagged` and must read the change log instead.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<[Change]>> {
+        self.announcer.subscribe()
+    }
+
+    /// From now on, pushes every commit's entries as feed frames to the
+    /// responder control socket at `path` (see [`crate::feed`]). A dead or
+    /// slow responder never delays a commit: frames beyond a bounded queue,
+    /// or without a connection, are dropped. Must be called inside a tokio
+    /// runtime.
+    pub fn push_to(&self, path: PathBuf, options: PushOptions) -> Arc<PushStats> {
+        self.announcer.push_to(path, options)
+    }
+
+    /// Waits until every push target has written (or given up on) what was
+    /// announced before this call, at most `timeout`. Returns whether all
+    /// were done in time. A short-lived writer (the admin CLI) calls it
+    /// before it exits.
+    pub async fn flush_pushes(&self, timeout: Duration) -> bool {
+        self.announcer.flush(timeout).await
+    }
+
+    /// The serial of the oldest change-log entry still kept; `None` when
+    /// the log is empty. A reader whose applied serial is below this minus
+    /// one has lost entries to pruning and must reload everything.
+    pub async fn oldest_serial(&self) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MIN(serial), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest = to_u64(row.try_get::<i64, _>(0)?)?;
+        Ok((oldest > 0).then_some(oldest))
     }
 
     /// The serial of the newest change-log entry; 0 when there is none.
@@ -378,8 +460,16 @@ impl Store {
 /// Appends change-log rows and bumps each affected zone's SOA serial once.
 /// `zones` are (zone id, zone name) pairs; `changes` are (zone name, owner
 /// name, kind). Runs inside the caller's write transaction.
+///
+/// The entries' serials are remembered in `tx` and announced after its
+/// commit. They come from the insert's `last_insert_id` (SQLite: the last
+/// row; MySQL/MariaDB: the first row of a multi-row insert); the rows of one
+/// insert get consecutive serials because writers hold the write lock
+/// (`begin_write`) and `auto_increment_increment` is 1. The announcement is
+/// only a hint to responders, which re-read the log, so a deployment that
+/// breaks this assumption loses latency, not data.
 pub(crate) async fn log_changes(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     zone_ids: &[i64],
     changes: &[(&str, &str, ChangeKind)],
     now: i64,
@@ -391,7 +481,7 @@ pub(crate) async fn log_changes(
              WHERE id = ?",
         )
         .bind(zone_id)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
     }
     for chunk in changes.chunks(CHANGE_ROWS_PER_INSERT) {
@@ -408,7 +498,31 @@ pub(crate) async fn log_changes(
                 .bind(kind.as_str())
                 .bind(now);
         }
-        query.execute(&mut *conn).await?;
+        let done = query.execute(&mut **tx).await?;
+        let n = chunk.len() as i64;
+        let first = match (tx.backend, done.last_insert_id()) {
+            (Backend::Sqlite, Some(last)) => last - n + 1,
+            (Backend::MySql, Some(first)) => first,
+            (_, None) => {
+                let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                row.try_get::<i64, _>(0)? - n + 1
+            }
+        };
+        for (i, (zone, name, kind)) in chunk.iter().enumerate() {
+            // Names the store just validated and wrote; parse cannot fail,
+            // but an announcement is optional, so skip rather than fail.
+            if let (Ok(zone), Ok(name)) = (Name::parse(zone), Name::parse(name)) {
+                tx.written.push(Change {
+                    serial: to_u64(first + i as i64)?,
+                    zone,
+                    name,
+                    kind: *kind,
+                    committed_at: now,
+                });
+            }
+        }
     }
     Ok(())
 }
