@@ -306,7 +306,7 @@ fn zone_import_then_serve_then_sigterm() {
     scratch.fails(&["zone", "import", broken.to_str().unwrap()]);
 
     let mut daemon = scratch.start(&["serve"], "www.imported.example");
-    let output = daemon.output();
+    let output = daemon.wait_for_output("ddserver is running");
     assert!(output.contains("administrator account 'admin'"), "{output}");
     assert!(output.contains("password: "), "{output}");
     assert!(
@@ -347,6 +347,7 @@ fn zone_import_then_serve_then_sigterm() {
 
     // A second start does not create another administrator.
     let mut again = scratch.start(&["serve"], "www.imported.example");
+    again.wait_for_output("ddserver is running");
     assert!(
         !again.output().contains("administrator account"),
         "{}",
