@@ -37,6 +37,8 @@ pub(crate) enum Command {
     Serve,
     /// Run the authoritative DNS responder alone.
     Responder,
+    /// Run the dyndns2 updater alone.
+    Updater,
     /// Apply the database migrations and exit.
     Migrate,
     /// Validate the configuration and print it, secrets redacted.

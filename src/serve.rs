@@ -273,8 +273,10 @@ pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
     first_start(store).await?;
     let responder = start_responder(config, store).await?;
     println!("DNS responder listening on {}", describe(&responder));
+    let updater = crate::updater::start_updater(config, store).await?;
     println!("ddserver is running; stop it with Ctrl-C or SIGTERM");
     shutdown_signal().await?;
+    updater.stop().await;
     responder.stop().await
 }
 

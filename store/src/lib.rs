@@ -28,13 +28,14 @@ mod users;
 mod zones;
 
 pub use error::{DatabaseError, StoreError};
-pub use hosts::MAX_HOST_TXT;
+pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};
 pub use model::{
     Actor, Backend, Change, ChangeKind, Host, HostFilter, HostFlags, NewHost, NewRecord, NewUser,
     NewZone, Record, Role, SoaTimers, User, UserState, Zone, ZoneData,
 };
 pub use name::{Name, NameError};
 pub use record::{RecordType, RecordValue};
+pub use secret::StoredSecret;
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 
