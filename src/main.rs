@@ -102,6 +102,7 @@ async fn run(command: Command, config: &Config) -> Result<()> {
         Command::Zone(command) => admin::zone(&store, config, command).await,
         Command::User(command) => admin::user(&store, config, command).await,
         Command::Host(command) => admin::host(&store, config, command).await,
+        Command::Audit { limit } => admin::audit(&store, limit).await,
     };
     store.close().await;
     result
