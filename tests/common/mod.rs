@@ -352,6 +352,8 @@ impl Scratch {
                 USER,
                 "--email",
                 "alice@example.org",
+                "--max-hosts",
+                "1000000",
                 "--password-stdin",
             ],
             "alicepw\n",
