@@ -98,6 +98,10 @@ impl Drop for PrivateMariaDb {
     }
 }
 
+/// Per host: the last address answered `good`, and the addresses tried
+/// after it that were answered `911`.
+type History = (String, Vec<String>);
+
 fn stored_ipv4(scratch: &Scratch, host: &str) -> String {
     let list = scratch.ok(&["host", "list"]);
     let line = list
@@ -122,7 +126,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
     // and every address it tried after it.
     let stop = Arc::new(AtomicBool::new(false));
     let seen_911 = Arc::new(AtomicBool::new(false));
-    let history: Arc<Mutex<Vec<(String, Vec<String>)>>> =
+    let history: Arc<Mutex<Vec<History>>> =
         Arc::new(Mutex::new(vec![(String::new(), Vec::new()); HOSTS]));
     let workers: Vec<_> = (0..HOSTS)
         .map(|i| {

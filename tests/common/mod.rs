@@ -226,10 +226,11 @@ pub fn wait_for_dns(addr: SocketAddr, name: &str, timeout: Duration, daemon: &Da
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
         let _ = socket.send_to(&query, addr);
-        if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if n >= 12 && buf[3] & 0x0f == 0 {
-                return;
-            }
+        if let Ok((n, _)) = socket.recv_from(&mut buf)
+            && n >= 12
+            && buf[3] & 0x0f == 0
+        {
+            return;
         }
     }
     panic!(

@@ -40,17 +40,15 @@ impl Params {
         let mut params = Params::default();
         for (key, value) in pairs {
             match key.to_ascii_lowercase().as_str() {
-                "hostname" | "hostnames" | "host" => {
-                    if params.hostnames.is_none() {
-                        params.hostnames = Some(
-                            value
-                                .split(',')
-                                .map(str::trim)
-                                .filter(|h| !h.is_empty())
-                                .map(str::to_owned)
-                                .collect(),
-                        );
-                    }
+                "hostname" | "hostnames" | "host" if params.hostnames.is_none() => {
+                    params.hostnames = Some(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|h| !h.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    );
                 }
                 // `myip` may hold one address or `v4,v6` (ddclient, inadyn
                 // with dual stack); `ip`/`ipv6` are other services' names.
