@@ -363,6 +363,19 @@ fn failures_per_address_and_trusted_proxies() {
     );
     assert_eq!((reply.status, reply.body.as_str()), (429, "abuse\n"));
     assert!(reply.header("retry-after").is_some());
+    // One request naming several hosts with a wrong secret pays one failure
+    // per host, so it cannot buy many argon2 runs for one failure.
+    let names = format!("hostname=x1.{ZONE},x2.{ZONE},x3.{ZONE},{h1}");
+    assert_eq!(
+        from("203.0.113.10", "alice:wrong", &names).body,
+        "badauth\n"
+    );
+    let reply = from(
+        "203.0.113.10",
+        &format!("{USER}:{SECRET}"),
+        &format!("hostname={h1}"),
+    );
+    assert_eq!((reply.status, reply.body.as_str()), (429, "abuse\n"));
     assert_eq!(
         from(
             "203.0.113.9",

@@ -63,6 +63,14 @@ pub(crate) async fn handle(
         return response;
     }
     match path.as_str() {
+        // A HEAD request must not change anything (RFC 9110 §9.2.1).
+        "/nic/update" | "/update" | "/v3/update" if method == Method::HEAD => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            response
+        }
         "/nic/update" | "/update" | "/v3/update" => {
             let started = Instant::now();
             let response = update(state, request, peer).await;
@@ -242,13 +250,21 @@ async fn run_update(
     // Authenticate every named host: one indexed read each, then the cache,
     // then argon2. Unknown hosts cost a dummy verification, so neither the
     // answer nor its timing tells a stranger whether a name exists.
+    // Every failed verification costs the client address one token, so a
+    // request naming 20 hosts with a wrong password cannot buy 20 argon2
+    // runs for the price of one failure.
     let mut verified: Vec<Option<HostCredential>> = Vec::with_capacity(targets.len());
     let mut host_limited: Vec<Option<u64>> = vec![None; targets.len()];
+    let mut address_limited: Option<u64> = None;
     for (i, target) in targets.iter().enumerate() {
         let Target::Host { fqdn, .. } = target else {
             verified.push(None);
             continue;
         };
+        if address_limited.is_some() {
+            verified.push(None);
+            continue;
+        }
         if let Err(wait) = state.failures_by_host.check(fqdn) {
             host_limited[i] = Some(seconds(wait));
             verified.push(None);
@@ -306,6 +322,9 @@ async fn run_update(
         };
         if ok.is_none() {
             let _ = state.failures_by_host.take(fqdn);
+            if let Err(wait) = state.failures_by_address.take(&address) {
+                address_limited = Some(seconds(wait));
+            }
         }
         verified.push(ok);
     }
@@ -315,8 +334,13 @@ async fn run_update(
         if targets.iter().all(|t| matches!(t, Target::Invalid)) {
             return Outcome::once(Answer::Notfqdn);
         }
-        let _ = state.failures_by_address.take(&address);
-        if let Some(wait) = host_limited.iter().flatten().max() {
+        // A request that only met rate limits (no verification failed
+        // here) says when to come back.
+        let failed_here = targets
+            .iter()
+            .zip(&host_limited)
+            .any(|(t, limited)| matches!(t, Target::Host { .. }) && limited.is_none());
+        if !failed_here && let Some(wait) = host_limited.iter().flatten().max() {
             return Outcome::once(Answer::Abuse(Some(*wait)));
         }
         return Outcome::once(Answer::Badauth);
