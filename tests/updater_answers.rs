@@ -407,10 +407,10 @@ fn the_updater_runs_alone_and_stops_on_sigterm() {
         err: scratch.path("daemon.err"),
     };
     wait_for_tcp(scratch.updater_port, Duration::from_secs(30), &daemon);
-    assert!(
-        daemon
-            .output()
-            .contains("dyndns2 updater listening on http://127.0.0.1")
+    wait_for_output(
+        &daemon,
+        "dyndns2 updater listening on http://127.0.0.1",
+        Duration::from_secs(10),
     );
     let reply = update(
         &scratch,

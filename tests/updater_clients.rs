@@ -390,12 +390,11 @@ fn curl_over_tls_with_a_self_signed_certificate() {
     ));
     let daemon = scratch.serve();
     wait_for_tcp(tls_port, Duration::from_secs(10), &daemon);
-    assert!(
-        daemon
-            .output()
-            .contains(&format!("https://127.0.0.1:{tls_port}")),
-        "{}",
-        daemon.output()
+    // The start-up message names the https listener.
+    wait_for_output(
+        &daemon,
+        &format!("https://127.0.0.1:{tls_port}"),
+        Duration::from_secs(10),
     );
     let reply = curl(
         &[

@@ -434,3 +434,17 @@ pub fn curl(args: &[&str], url: &str) -> HttpReply {
         body: body.to_owned(),
     }
 }
+
+/// Waits until the daemon's output contains `needle` (start-up messages are
+/// printed just after the sockets are bound, so a connect can win the race).
+pub fn wait_for_output(daemon: &Daemon, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !daemon.output().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "'{needle}' not in the output after {timeout:?}:\n{}",
+            daemon.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
