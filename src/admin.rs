@@ -7,8 +7,8 @@ use std::io::BufRead;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ddserver_store::{
-    Actor, HostFilter, Name, NewHost, NewRecord, NewUser, NewZone, RecordType, Role, SoaTimers,
-    Store, UserState,
+    Actor, HostFilter, HostFlags, Name, NewHost, NewRecord, NewUser, NewZone, RecordType, Role,
+    SoaTimers, Store, UserState,
 };
 
 use crate::cli::{HostCommand, SecretArgs, UserCommand, ZoneCommand};
@@ -370,6 +370,65 @@ pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -
             store.remove_host(&actor, &fqdn).await?;
             println!("host {} removed", fqdn.to_unicode());
         }
+        HostCommand::Disable { fqdn, reason } => {
+            set_disabled(store, &actor, &fqdn, Some(reason)).await?;
+        }
+        HostCommand::Enable { fqdn } => set_disabled(store, &actor, &fqdn, None).await?,
+        HostCommand::Secret {
+            fqdn,
+            secret: secret_args,
+        } => {
+            let fqdn = name("host", &fqdn)?;
+            let (secret, generated) = secret(&secret_args)?;
+            store.set_host_secret(&actor, &fqdn, secret.clone()).await?;
+            println!("update secret of {} replaced", fqdn.to_unicode());
+            if generated {
+                println!("update secret: {secret}");
+                println!("(shown once; it is stored only as an argon2id hash)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets or clears a host's `disabled` flag, keeping its other flags.
+async fn set_disabled(
+    store: &Store,
+    actor: &Actor,
+    fqdn: &str,
+    reason: Option<String>,
+) -> Result<()> {
+    let fqdn = name("host", fqdn)?;
+    let host = store
+        .host_by_fqdn(&fqdn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no host '{}'", fqdn.to_unicode()))?;
+    let disabled = reason.is_some();
+    let flags = HostFlags {
+        disabled: reason,
+        ..host.flags
+    };
+    store.set_host_flags(actor, &fqdn, flags).await?;
+    println!(
+        "host {} {}",
+        fqdn.to_unicode(),
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}
+
+/// `ddserver audit`: the newest entries, newest first, one per line.
+pub(crate) async fn audit(store: &Store, limit: u32) -> Result<()> {
+    for entry in store.recent_audit(limit).await? {
+        println!(
+            "{} {} {} {} {} {}",
+            entry.at,
+            entry.actor,
+            entry.address.as_deref().unwrap_or("-"),
+            entry.action,
+            entry.target,
+            entry.detail
+        );
     }
     Ok(())
 }

@@ -37,6 +37,8 @@ pub(crate) enum Command {
     Serve,
     /// Run the authoritative DNS responder alone.
     Responder,
+    /// Run the dyndns2 updater alone.
+    Updater,
     /// Apply the database migrations and exit.
     Migrate,
     /// Validate the configuration and print it, secrets redacted.
@@ -50,6 +52,12 @@ pub(crate) enum Command {
     /// Manage hosts.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Print the newest audit-log entries, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +166,22 @@ pub(crate) enum HostCommand {
     },
     /// Remove a host.
     Remove { fqdn: String },
+    /// Refuse the host's updates (answered `abuse`) and stop serving it.
+    Disable {
+        fqdn: String,
+        /// Why, for the owner and the audit log.
+        #[arg(long, default_value = "disabled by an administrator")]
+        reason: String,
+    },
+    /// Accept the host's updates again.
+    Enable { fqdn: String },
+    /// Replace the host's update secret (cached verifications of the old
+    /// one stop matching at once).
+    Secret {
+        fqdn: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
 }
 
 /// `on`/`off` (also yes/no, true/false) for switches.

@@ -172,20 +172,154 @@ impl Default for FeedConfig {
     }
 }
 
-/// `[updater]`
+/// `[updater]`: the dyndns2 endpoint (see the `ddserver-updater` crate).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct UpdaterConfig {
-    /// Addresses for the dyndns2 HTTP listener.
+    /// Addresses for plain HTTP; may be empty when `tls_listen` is set.
     #[serde(deserialize_with = "one_or_many")]
     pub(crate) listen: Vec<SocketAddr>,
+    /// Addresses for HTTPS (needs `tls_cert` and `tls_key`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub(crate) tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for `tls_listen`.
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_listen`.
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose
+    /// `Forwarded` / `X-Forwarded-For` headers are believed.
+    #[serde(deserialize_with = "strings_one_or_many")]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// The realm of the HTTP Basic challenge. 1..=64 printable characters,
+    /// no `"` or `\`.
+    pub(crate) realm: String,
+    /// Answer `badagent` to requests without a User-Agent.
+    pub(crate) require_user_agent: bool,
+    /// Seconds a verified credential is remembered (0 = never). 0..=86400.
+    pub(crate) auth_cache_ttl: u64,
+    /// Verified credentials remembered at most (~100 B each). 0..=10000000.
+    pub(crate) auth_cache_entries: usize,
+    /// argon2 verifications at once (19 MiB and ~20 ms of a core each).
+    /// 1..=256.
+    pub(crate) max_verifications: usize,
+    /// Seconds a request waits for a verification slot before `911`. 1..=60.
+    pub(crate) verification_wait: u64,
+    /// Failed authentications a client address (IPv6: its /64) may make in
+    /// a burst. 1..=100000.
+    pub(crate) failed_auth_per_address: u32,
+    /// Failed authentications a host name may take in a burst. 1..=100000.
+    pub(crate) failed_auth_per_host: u32,
+    /// Seconds to regain one failed-authentication allowance. 1..=86400.
+    pub(crate) failed_auth_refill: u64,
+    /// Committed changes a host may make in a burst (an IPv4 and an IPv6
+    /// request back to back are two). 2..=100000.
+    pub(crate) changes_per_host: u32,
+    /// Seconds to regain one change allowance. 1..=86400.
+    pub(crate) changes_refill: u64,
+    /// Seconds between writes of last-seen times of unchanged updates.
+    /// 1..=3600.
+    pub(crate) seen_flush_interval: u64,
+    /// Open connections at most. 1..=1000000.
+    pub(crate) max_connections: usize,
+    /// Seconds a client has to send its request headers (and TLS
+    /// handshake). 1..=300.
+    pub(crate) header_timeout: u64,
 }
 
 impl Default for UpdaterConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8245))],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            realm: "ddserver".into(),
+            require_user_agent: false,
+            auth_cache_ttl: 3600,
+            auth_cache_entries: 1_000_000,
+            max_verifications: 2,
+            verification_wait: 10,
+            failed_auth_per_address: 20,
+            failed_auth_per_host: 20,
+            failed_auth_refill: 30,
+            changes_per_host: 10,
+            changes_refill: 30,
+            seen_flush_interval: 10,
+            max_connections: 10_000,
+            header_timeout: 10,
         }
+    }
+}
+
+impl UpdaterConfig {
+    /// Range checks; `invalid` builds the error.
+    fn validate(&self, invalid: &dyn Fn(String) -> ConfigError) -> Result<(), ConfigError> {
+        let range = |key: &str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "updater.{key} = {value} is outside {lo}..={hi}"
+                )))
+            }
+        };
+        let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        range("auth_cache_ttl", self.auth_cache_ttl, 0, 86400)?;
+        range(
+            "auth_cache_entries",
+            wide(self.auth_cache_entries),
+            0,
+            10_000_000,
+        )?;
+        range("max_verifications", wide(self.max_verifications), 1, 256)?;
+        range("verification_wait", self.verification_wait, 1, 60)?;
+        range(
+            "failed_auth_per_address",
+            self.failed_auth_per_address.into(),
+            1,
+            100_000,
+        )?;
+        range(
+            "failed_auth_per_host",
+            self.failed_auth_per_host.into(),
+            1,
+            100_000,
+        )?;
+        range("failed_auth_refill", self.failed_auth_refill, 1, 86400)?;
+        range("changes_per_host", self.changes_per_host.into(), 2, 100_000)?;
+        range("changes_refill", self.changes_refill, 1, 86400)?;
+        range("seen_flush_interval", self.seen_flush_interval, 1, 3600)?;
+        range("max_connections", wide(self.max_connections), 1, 1_000_000)?;
+        range("header_timeout", self.header_timeout, 1, 300)?;
+        if self.listen.is_empty() && self.tls_listen.is_empty() {
+            return Err(invalid(
+                "updater.listen and updater.tls_listen are both empty".into(),
+            ));
+        }
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(invalid(
+                "updater.tls_listen needs updater.tls_cert and updater.tls_key".into(),
+            ));
+        }
+        if self.realm.is_empty()
+            || self.realm.len() > 64
+            || !self
+                .realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(invalid(
+                "updater.realm must be 1 to 64 printable ASCII characters without '\"' or '\\'"
+                    .into(),
+            ));
+        }
+        for proxy in &self.trusted_proxies {
+            proxy
+                .parse::<ddserver_updater::Network>()
+                .map_err(|e| invalid(format!("updater.trusted_proxies: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +460,27 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketA
             })
         })
         .collect()
+}
+
+/// Accepts `"10.0.0.0/8"`, `"10.0.0.1, ::1"` or `["10.0.0.0/8", "::1"]`.
+fn strings_one_or_many<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// The sections an environment variable may address.
@@ -469,6 +624,7 @@ impl Config {
                 f.push_timeout_ms
             )));
         }
+        self.updater.validate(&invalid)?;
         if !(1..=86400).contains(&self.hosts.default_ttl) {
             return Err(invalid(format!(
                 "hosts.default_ttl = {} is outside 1..=86400",
@@ -666,6 +822,28 @@ mod tests {
         ] {
             assert!(load_str(bad, &[]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn updater_settings_are_checked() {
+        let config = load_str(
+            "[updater]\nlisten = []\ntls_listen = \"127.0.0.1:8443\"\ntls_cert = \"c.pem\"\n\
+             tls_key = \"k.pem\"\ntrusted_proxies = \"10.0.0.0/8, ::1\"\nrequire_user_agent = true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.updater.trusted_proxies.len(), 2);
+        assert!(config.updater.listen.is_empty());
+        let err = load_str("[updater]\ntls_listen = \"127.0.0.1:8443\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("tls_cert"), "{err}");
+        let err = load_str("[updater]\ntrusted_proxies = \"10.0.0.0/99\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
+        let err = load_str("[updater]\nmax_verifications = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("max_verifications"), "{err}");
+        let err = load_str("[updater]\nrealm = \"a\\\"b\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("realm"), "{err}");
+        let err = load_str("[updater]\ncache_ttl = 3\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("cache_ttl"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `ddserver`: the one binary. Thin on purpose: it parses arguments, loads
 //! the configuration, opens the store, wires the parts together and maps
 //! errors to exit codes. The parts live in their crates (`store`,
-//! `responder`); `serve.rs` and `feed.rs` hold the wiring between them.
+//! `responder`, `updater`); `serve.rs`, `feed.rs` and `updater.rs` hold the
+//! wiring between them.
 //!
 //! Exit codes: 0 success; 1 the command failed (the message says why, and
 //! nothing was committed); 2 bad usage or configuration.
@@ -13,6 +14,7 @@ mod control;
 mod feed;
 mod metrics;
 mod serve;
+mod updater;
 mod zonefile;
 mod zoneload;
 
@@ -113,6 +115,7 @@ async fn run(command: Command, config: &Config) -> Result<()> {
     let result = match command {
         Command::Serve => serve::serve(config, &store).await,
         Command::Responder => serve::responder(config, &store).await,
+        Command::Updater => updater::updater(config, &store).await,
         Command::Migrate => {
             println!("database {} is up to date", config.database.url);
             Ok(())
@@ -136,6 +139,7 @@ async fn run(command: Command, config: &Config) -> Result<()> {
             })
             .await
         }
+        Command::Audit { limit } => admin::audit(&store, limit).await,
     };
     store.close().await;
     result

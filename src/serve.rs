@@ -513,8 +513,10 @@ pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
     let own = config.responder.control_socket.clone();
     control::start_pushing(store, config, "ddserver serve", Some(own.as_path()));
     announce(config, &responder);
+    let updater = crate::updater::start_updater(config, store).await?;
     println!("ddserver is running; stop it with Ctrl-C or SIGTERM");
     shutdown.wait().await;
+    updater.stop().await;
     responder.stop().await
 }
 

@@ -13,9 +13,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{StoreError, UniqueKey, unique_violation};
-use crate::model::{Actor, ChangeKind, Host, HostFilter, HostFlags, NewHost};
+use crate::model::{Actor, ChangeKind, Host, HostFilter, HostFlags, NewHost, UserState};
 use crate::name::Name;
-use crate::secret;
+use crate::secret::{self, StoredSecret};
 use crate::store::{Store, audit, corrupt, log_changes, now, to_u32};
 use crate::users::normalize_user_name;
 use crate::zones::fetch_zone_for;
@@ -636,6 +636,260 @@ impl Store {
         }
         self.host_by_fqdn(fqdn).await
     }
+}
+
+/// What the updater needs to authenticate and answer one host: its state
+/// and its stored secret hash, read with one indexed query.
+#[derive(Debug, Clone)]
+pub struct HostCredential {
+    /// Internal key, for [`Store::record_seen`].
+    pub id: i64,
+    /// The full name.
+    pub fqdn: Name,
+    /// The owning user's name.
+    pub owner: String,
+    /// Whether the owning account is active (a disabled or pending account's
+    /// hosts take no updates).
+    pub owner_active: bool,
+    /// Current IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Current IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Flags.
+    pub flags: HostFlags,
+    /// The stored hash of the update secret.
+    pub secret: StoredSecret,
+}
+
+/// One host's part of a batched update ([`Store::update_hosts`]).
+#[derive(Debug, Clone)]
+pub struct HostUpdate {
+    /// The host.
+    pub fqdn: Name,
+    /// `None` leaves IPv4 alone, `Some(None)` clears it, `Some(Some(a))` sets it.
+    pub ipv4: Option<Option<Ipv4Addr>>,
+    /// The same for IPv6.
+    pub ipv6: Option<Option<Ipv6Addr>>,
+    /// `Some` sets the offline flag.
+    pub offline: Option<bool>,
+    /// `Some` sets the wildcard flag.
+    pub wildcard: Option<bool>,
+    /// Who asked, for the audit row.
+    pub actor: Actor,
+    /// The client's User-Agent, for the audit row (trimmed and cleaned here).
+    pub user_agent: String,
+}
+
+/// The result of one [`HostUpdate`] that committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostUpdateOutcome {
+    /// Whether anything DNS-visible changed (a change-log entry was written).
+    pub changed: bool,
+    /// IPv4 address as now stored.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address as now stored.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Audit details keep at most this many characters of a User-Agent.
+const MAX_AUDIT_AGENT: usize = 128;
+
+fn clean_agent(agent: &str) -> String {
+    agent
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_AUDIT_AGENT)
+        .collect()
+}
+
+fn parse_v4(text: Option<&str>) -> Result<Option<Ipv4Addr>, StoreError> {
+    text.map(|a| a.parse().map_err(|_| corrupt(format!("IPv4 '{a}'"))))
+        .transpose()
+}
+
+fn parse_v6(text: Option<&str>) -> Result<Option<Ipv6Addr>, StoreError> {
+    text.map(|a| a.parse().map_err(|_| corrupt(format!("IPv6 '{a}'"))))
+        .transpose()
+}
+
+impl Store {
+    /// A host's state and stored secret hash, with its owner's state; `None`
+    /// for an unknown host. One query through the unique `fqdn` index.
+    pub async fn host_credential(&self, fqdn: &Name) -> Result<Option<HostCredential>, StoreError> {
+        let row = sqlx::query(
+            "SELECT h.id, h.fqdn, u.name, u.state, h.ipv4, h.ipv6, h.wildcard, h.offline, \
+             h.disabled, h.disabled_reason, h.secret_hash \
+             FROM hosts h JOIN users u ON u.id = h.user_id WHERE h.fqdn = ?",
+        )
+        .bind(fqdn.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state: String = row.try_get(3)?;
+        let ipv4: Option<String> = row.try_get(4)?;
+        let ipv6: Option<String> = row.try_get(5)?;
+        let flag = |i: usize| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(i)? != 0) };
+        let disabled = flag(8)?;
+        let reason: Option<String> = row.try_get(9)?;
+        Ok(Some(HostCredential {
+            id: row.try_get(0)?,
+            fqdn: Name::from_db(row.try_get(1)?)?,
+            owner: row.try_get(2)?,
+            owner_active: state == UserState::Active.as_str(),
+            ipv4: parse_v4(ipv4.as_deref())?,
+            ipv6: parse_v6(ipv6.as_deref())?,
+            flags: HostFlags {
+                wildcard: flag(6)?,
+                offline: flag(7)?,
+                disabled: disabled.then(|| reason.unwrap_or_default()),
+            },
+            secret: StoredSecret(row.try_get(10)?),
+        }))
+    }
+
+    /// Applies many hosts' updates in one write transaction (group commit:
+    /// one fsync for the whole batch). Items that cannot apply (unknown or
+    /// disabled host) get their own error and are skipped; a database
+    /// failure fails the whole batch, and then nothing of it committed.
+    /// Every item that changes something writes its change-log entry and an
+    /// audit row with old and new addresses and the client's User-Agent;
+    /// items that change nothing only record the time they were seen.
+    pub async fn update_hosts(
+        &self,
+        updates: &[HostUpdate],
+    ) -> Result<Vec<Result<HostUpdateOutcome, StoreError>>, StoreError> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let mut results = Vec::with_capacity(updates.len());
+        let mut zone_ids: Vec<i64> = Vec::new();
+        let mut changes: Vec<(String, String)> = Vec::new();
+        let mut seen: Vec<i64> = Vec::new();
+        for update in updates {
+            let key = match host_key(&mut tx, &update.fqdn).await {
+                Ok(key) => key,
+                Err(StoreError::UnknownHost { name }) => {
+                    results.push(Err(StoreError::UnknownHost { name }));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(reason) = key.disabled {
+                results.push(Err(StoreError::HostDisabled {
+                    name: update.fqdn.to_string(),
+                    reason,
+                }));
+                continue;
+            }
+            let flags = sqlx::query("SELECT wildcard, offline FROM hosts WHERE id = ?")
+                .bind(key.id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let old_wildcard = flags.try_get::<i64, _>(0)? != 0;
+            let old_offline = flags.try_get::<i64, _>(1)? != 0;
+            let new_v4 = match update.ipv4 {
+                Some(a) => a.map(|a| a.to_string()),
+                None => key.ipv4.clone(),
+            };
+            let new_v6 = match update.ipv6 {
+                Some(a) => a.map(|a| a.to_string()),
+                None => key.ipv6.clone(),
+            };
+            let wildcard = update.wildcard.unwrap_or(old_wildcard);
+            let offline = update.offline.unwrap_or(old_offline);
+            let changed = new_v4 != key.ipv4
+                || new_v6 != key.ipv6
+                || wildcard != old_wildcard
+                || offline != old_offline;
+            if changed {
+                sqlx::query(
+                    "UPDATE hosts SET ipv4 = ?, ipv6 = ?, wildcard = ?, offline = ?, updated_at = ?, \
+                     last_seen_at = ? WHERE id = ?",
+                )
+                .bind(new_v4.clone())
+                .bind(new_v6.clone())
+                .bind(i64::from(wildcard))
+                .bind(i64::from(offline))
+                .bind(at)
+                .bind(at)
+                .bind(key.id)
+                .execute(&mut *tx)
+                .await?;
+                if !zone_ids.contains(&key.zone_id) {
+                    zone_ids.push(key.zone_id);
+                }
+                changes.push((key.zone.clone(), update.fqdn.as_str().to_owned()));
+                let detail = format!(
+                    "ipv4={}->{} ipv6={}->{} wildcard={wildcard} offline={offline} agent=\"{}\"",
+                    key.ipv4.as_deref().unwrap_or("-"),
+                    new_v4.as_deref().unwrap_or("-"),
+                    key.ipv6.as_deref().unwrap_or("-"),
+                    new_v6.as_deref().unwrap_or("-"),
+                    clean_agent(&update.user_agent),
+                );
+                audit(
+                    &mut tx,
+                    &update.actor,
+                    "host.update",
+                    update.fqdn.as_str(),
+                    &detail,
+                    at,
+                )
+                .await?;
+            } else {
+                seen.push(key.id);
+            }
+            results.push(Ok(HostUpdateOutcome {
+                changed,
+                ipv4: parse_v4(new_v4.as_deref())?,
+                ipv6: parse_v6(new_v6.as_deref())?,
+            }));
+        }
+        let change_refs: Vec<(&str, &str, ChangeKind)> = changes
+            .iter()
+            .map(|(zone, name)| (zone.as_str(), name.as_str(), ChangeKind::HostChanged))
+            .collect();
+        if !change_refs.is_empty() {
+            log_changes(&mut tx, &zone_ids, &change_refs, at).await?;
+        }
+        touch_seen(&mut tx, &seen, at).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Records that these hosts were seen at `at` (unix seconds), in one
+    /// statement per chunk, without a change-log entry: unchanged updates
+    /// (`nochg`) are answered from memory and their times written here in
+    /// batches.
+    pub async fn record_seen(&self, host_ids: &[i64], at: i64) -> Result<(), StoreError> {
+        if host_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        touch_seen(&mut conn, host_ids, at).await
+    }
+}
+
+/// Hosts per `UPDATE ... WHERE id IN (...)`: well below SQLite's and
+/// MySQL's placeholder limits.
+const SEEN_IDS_PER_STATEMENT: usize = 500;
+
+async fn touch_seen(conn: &mut AnyConnection, host_ids: &[i64], at: i64) -> Result<(), StoreError> {
+    for chunk in host_ids.chunks(SEEN_IDS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "UPDATE hosts SET last_seen_at = ? WHERE (last_seen_at IS NULL OR last_seen_at < ?) AND id IN (",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
+        // Only placeholders, no input, hence AssertSqlSafe.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(at);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -37,13 +37,14 @@ pub use bulk::{StaticRecordPages, StoredRecord};
 pub use announce::{PushOptions, PushStats};
 pub use error::{DatabaseError, StoreError};
 pub use feed::{FeedMessage, FrameError};
-pub use hosts::MAX_HOST_TXT;
+pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};
 pub use model::{
     Actor, Backend, Change, ChangeKind, Host, HostFilter, HostFlags, NewHost, NewRecord, NewUser,
     NewZone, Record, Role, SoaTimers, User, UserState, Zone, ZoneData,
 };
 pub use name::{Name, NameError};
 pub use record::{RecordType, RecordValue};
+pub use secret::StoredSecret;
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 

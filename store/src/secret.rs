@@ -56,3 +56,52 @@ fn dummy_hash() -> Result<&'static str, StoreError> {
     let hash = hash_blocking("ddserver dummy secret")?;
     Ok(DUMMY.get_or_init(|| hash))
 }
+
+/// A host's stored secret hash (argon2id PHC string), handed to the updater
+/// so it can verify on its own bounded pool of blocking threads and key its
+/// cache of verified credentials on it. Never shown: `Debug` is redacted and
+/// there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecret(pub(crate) String);
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredSecret(<redacted>)")
+    }
+}
+
+impl StoredSecret {
+    /// Wraps a PHC string (as stored); verification of a string that is not
+    /// an argon2 PHC string always fails.
+    pub fn from_phc(phc: String) -> StoredSecret {
+        StoredSecret(phc)
+    }
+
+    /// Checks `secret` against this hash. Blocking (~20 ms of CPU, 19 MiB):
+    /// call it from a blocking thread only.
+    pub fn verify_blocking(&self, secret: &str) -> bool {
+        PasswordHash::new(&self.0)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(secret.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    }
+
+    /// Spends the same time as [`StoredSecret::verify_blocking`] and returns
+    /// false: for unknown hosts, so that a wrong name and a wrong secret
+    /// cannot be told apart by timing. Blocking.
+    pub fn verify_nothing_blocking(secret: &str) -> bool {
+        if let Ok(dummy) = dummy_hash() {
+            let _ = StoredSecret(dummy.to_owned()).verify_blocking(secret);
+        }
+        false
+    }
+
+    /// The hash's bytes, only to be fed into a keyed hash (the updater's
+    /// credential cache key), so that changing the secret changes the key.
+    pub fn key_material(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}

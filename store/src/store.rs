@@ -66,6 +66,12 @@ impl WriteTx {
 /// trip, small enough that 10M hosts never sit in one result set.
 pub const HOST_PAGE_SIZE: usize = 10_000;
 
+/// How long an operation waits for a connection (sqlx's default is 30 s).
+/// When the database is down, callers such as the updater must answer
+/// "try again later" (`911`) before the client gives up; a healthy pool
+/// never needs this long.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The handle to the database. Cheap to clone; all clones share one pool.
 #[derive(Clone)]
 pub struct Store {
@@ -164,12 +170,15 @@ impl Store {
             };
             let options = if memory {
                 AnyPoolOptions::new()
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
                     .max_lifetime(None)
             } else {
-                AnyPoolOptions::new().max_connections(8)
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
             };
             let pool = options
                 .after_connect(|conn, _meta| {
@@ -201,6 +210,7 @@ impl Store {
             let url = url.replacen("mariadb:", "mysql:", 1);
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // Times are written by the store as integers, but

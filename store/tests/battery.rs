@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use ddserver_store::{
-    Actor, Backend, ChangeKind, HostFilter, HostFlags, Name, NameError, NewHost, NewRecord,
-    NewUser, NewZone, RecordType, Role, Store, StoreError, UserState,
+    Actor, Backend, ChangeKind, HostFilter, HostFlags, HostUpdate, Name, NameError, NewHost,
+    NewRecord, NewUser, NewZone, RecordType, Role, Store, StoreError, UserState,
 };
 use sqlx::Connection;
 
@@ -139,6 +139,7 @@ battery!(
     idn_names,
     bulk_import,
     load_all_pages,
+    updater_batch_credentials_and_seen,
 );
 
 // ---------------------------------------------------------------------------
@@ -1858,4 +1859,115 @@ async fn load_all_pages(store: &Store) {
     let mut all = load.hosts;
     assert_eq!(all.next_batch().await.unwrap().unwrap().len(), 10);
     assert!(all.next_batch().await.unwrap().is_none());
+}
+
+/// The updater's store calls: credentials with the stored hash, one
+/// transaction for many hosts (per-item errors, change log, audit with old
+/// and new addresses), and batched last-seen times.
+async fn updater_batch_credentials_and_seen(store: &Store) {
+    zone_and_user(store).await;
+    for h in ["a", "b", "c"] {
+        store
+            .add_host(
+                &admin(),
+                new_host(&format!("{h}.dyn.example.org"), "alice"),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let a = name("a.dyn.example.org");
+    let cred = store.host_credential(&a).await.unwrap().unwrap();
+    assert_eq!((cred.owner.as_str(), cred.owner_active), ("alice", true));
+    assert!(cred.secret.verify_blocking("s3cret"));
+    assert!(!cred.secret.verify_blocking("wrong"));
+    assert!(!format!("{cred:?}").contains("argon2"), "{cred:?}");
+    assert!(
+        store
+            .host_credential(&name("nope.dyn.example.org"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .set_host_flags(
+            &admin(),
+            &name("c.dyn.example.org"),
+            HostFlags {
+                disabled: Some("spam".into()),
+                ..HostFlags::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let serial = store.latest_serial().await.unwrap();
+    let zone_serial = serial_of(store, "dyn.example.org").await;
+    let update = |fqdn: &str, v4: Option<&str>, v6: Option<&str>| HostUpdate {
+        fqdn: name(fqdn),
+        ipv4: v4.map(|a| Some(a.parse().unwrap())),
+        ipv6: v6.map(|a| Some(a.parse().unwrap())),
+        offline: Some(false),
+        wildcard: None,
+        actor: admin(),
+        user_agent: "test-agent/1\n".into(),
+    };
+    let results = store
+        .update_hosts(&[
+            update("a.dyn.example.org", Some("192.0.2.1"), None),
+            update("nope.dyn.example.org", Some("192.0.2.2"), None),
+            update("b.dyn.example.org", None, Some("2001:db8::b")),
+            update("c.dyn.example.org", Some("192.0.2.3"), None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    let first = results[0].as_ref().unwrap();
+    assert!(first.changed);
+    assert_eq!(first.ipv4, Some("192.0.2.1".parse().unwrap()));
+    assert!(matches!(results[1], Err(StoreError::UnknownHost { .. })));
+    assert_eq!(
+        results[2].as_ref().unwrap().ipv6,
+        Some("2001:db8::b".parse().unwrap())
+    );
+    assert!(matches!(results[3], Err(StoreError::HostDisabled { .. })));
+    // Two changes, one serial bump for the zone, in one transaction.
+    let changes = store.changes_since(serial, 100).await.unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::HostChanged));
+    assert_eq!(serial_of(store, "dyn.example.org").await, zone_serial + 1);
+    let audit = store.recent_audit(10).await.unwrap();
+    let row = audit
+        .iter()
+        .find(|e| e.action == "host.update" && e.target == "a.dyn.example.org")
+        .unwrap();
+    assert_eq!(
+        row.detail,
+        "ipv4=-->192.0.2.1 ipv6=-->- wildcard=false offline=false agent=\"test-agent/1\""
+    );
+    assert_eq!(row.address.as_deref(), Some("192.0.2.7"));
+
+    // The same again changes nothing and writes no change-log entry.
+    let serial = store.latest_serial().await.unwrap();
+    let again = store
+        .update_hosts(&[update("a.dyn.example.org", Some("192.0.2.1"), None)])
+        .await
+        .unwrap();
+    assert!(!again[0].as_ref().unwrap().changed);
+    assert_eq!(store.latest_serial().await.unwrap(), serial);
+
+    // Last-seen times in one statement, never backwards.
+    let b = store
+        .host_credential(&name("b.dyn.example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_seen(&[cred.id, b.id], 4_000_000_000)
+        .await
+        .unwrap();
+    store.record_seen(&[cred.id], 5).await.unwrap();
+    store.record_seen(&[], 5).await.unwrap();
+    let host = store.host_by_fqdn(&a).await.unwrap().unwrap();
+    assert_eq!(host.last_seen_at, Some(4_000_000_000));
 }

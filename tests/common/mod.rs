@@ -33,6 +33,8 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub dns_port: u16,
+    /// The dyndns2 updater's plain HTTP port (`ddserver serve` starts it).
+    pub updater_port: u16,
 }
 
 impl Scratch {
@@ -46,12 +48,14 @@ impl Scratch {
 
     pub fn with_url(dir: tempfile::TempDir, url: &str, responder_extra: &str) -> Scratch {
         let dns_port = free_port();
+        let updater_port = free_port();
         let config = dir.path().join("ddserver.toml");
         let sock = dir.path().join("responder.sock");
         std::fs::write(
             &config,
             format!(
-                "[database]\nurl = \"{url}\"\n\n[responder]\nlisten = [\"127.0.0.1:{dns_port}\"]\n\
+                "[updater]\nlisten = [\"127.0.0.1:{updater_port}\"]\n\n\
+                 [database]\nurl = \"{url}\"\n\n[responder]\nlisten = [\"127.0.0.1:{dns_port}\"]\n\
                  workers = 2\ncontrol_socket = \"{}\"\n{responder_extra}\n",
                 sock.display()
             ),
@@ -61,7 +65,15 @@ impl Scratch {
             dir,
             config,
             dns_port,
+            updater_port,
         }
+    }
+
+    /// Adds settings to the `[updater]` section (TOML lines).
+    pub fn updater_settings(&self, extra: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[updater]\n", &format!("[updater]\n{extra}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -283,4 +295,173 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Fails the test, naming the Debian package, when `program` is not on the
+/// PATH: a missing client must never let a test pass silently.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin")]) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{program} is missing: install the Debian package '{package}' (scripts/test installs it)"
+    );
+}
+
+/// Polls `dig +short` until the answer for `name`/`qtype` is exactly
+/// `expected` (sorted lines), or fails after `timeout`. Returns how long it
+/// took. Changes reach the responder asynchronously, so tests poll, never
+/// sleep a fixed time.
+pub fn wait_for_answer(
+    port: u16,
+    name: &str,
+    qtype: &str,
+    expected: &[&str],
+    timeout: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    loop {
+        let got = dig_short(port, name, qtype);
+        if got == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{name} {qtype}: expected {expected:?}, still {got:?} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_tcp(port: u16, timeout: Duration, daemon: &Daemon) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "nothing listens on 127.0.0.1:{port} after {timeout:?}; server output:\n{}",
+        daemon.output()
+    );
+}
+
+/// The dyndns2 fixture: zone `dyn.example.net`, user `alice` (password
+/// `alicepw`), hosts `h1`..`h{hosts}` with the update secret `s3cret`.
+pub const ZONE: &str = "dyn.example.net";
+pub const USER: &str = "alice";
+pub const SECRET: &str = "s3cret";
+
+impl Scratch {
+    pub fn dyndns_fixture(&self, hosts: usize) {
+        self.ok(&["zone", "add", ZONE, "--ns", "ns1.example.net"]);
+        self.ok_stdin(
+            &[
+                "user",
+                "add",
+                USER,
+                "--email",
+                "alice@example.org",
+                "--max-hosts",
+                "1000000",
+                "--password-stdin",
+            ],
+            "alicepw\n",
+        );
+        for i in 1..=hosts {
+            self.ok_stdin(
+                &[
+                    "host",
+                    "add",
+                    &format!("h{i}.{ZONE}"),
+                    "--user",
+                    USER,
+                    "--password-stdin",
+                ],
+                &format!("{SECRET}\n"),
+            );
+        }
+    }
+
+    /// Starts `ddserver serve` and waits for the responder and the updater.
+    pub fn serve(&self) -> Daemon {
+        let daemon = self.start(&["serve"], ZONE);
+        wait_for_tcp(self.updater_port, Duration::from_secs(30), &daemon);
+        daemon
+    }
+
+    /// `http://127.0.0.1:PORT` of the updater.
+    pub fn updater_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.updater_port)
+    }
+}
+
+/// What `curl` got: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs `curl -s -i ARGS URL` and parses the last response.
+pub fn curl(args: &[&str], url: &str) -> HttpReply {
+    let program = require("curl", "curl");
+    let out = Command::new(program)
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    // With a 401 challenge and --anyauth curl prints both responses; the
+    // last one counts.
+    let last = text.rfind("HTTP/").map_or(text.as_str(), |i| &text[i..]);
+    let (head, body) = last.split_once("\n\n").unwrap_or((last, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP response from {url}: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Waits until the daemon's output contains `needle` (start-up messages are
+/// printed just after the sockets are bound, so a connect can win the race).
+pub fn wait_for_output(daemon: &Daemon, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !daemon.output().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "'{needle}' not in the output after {timeout:?}:\n{}",
+            daemon.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Benchmark of the dyndns2 updater: `ddserver serve` with HOSTS hosts, driven
+# by wrk (Debian's `wrk`) over CONNS keep-alive connections with
+# bench/updater/dyndns2.lua, in three modes: changed addresses (each a
+# commit), unchanged addresses (`nochg`, answered without a write) and wrong
+# passwords (each an argon2 run; failure limits lifted so they are measured,
+# not refused). Then the time from `good` to the new answer being served
+# (bench/updater/served_delay.py).
+#
+#   DB=sqlite  bench/updater.sh
+#   DB=mariadb bench/updater.sh     # MariaDB at $MYSQL_URL (root, no password)
+#
+# Settings (environment): BIN (default target/release/ddserver), HOSTS
+# (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/ddserver}
+DB=${DB:-sqlite}
+HOSTS=${HOSTS:-1000}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-10}
+SAMPLES=${SAMPLES:-200}
+MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
+ZONE=dyn.example.net
+SECRET=bench-secret
+
+for tool in wrk curl python3; do
+    command -v $tool >/dev/null || { echo "bench/updater.sh: $tool is missing (apt-get install $tool)" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "bench/updater.sh: build $BIN first (cargo build --release --bin ddserver)" >&2; exit 1; }
+
+work=$(mktemp -d)
+pid=
+database=
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    if [ -n "$database" ]; then
+        mariadb -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $database" || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+http_port=$(port)
+dns_port=$(port)
+
+case $DB in
+    sqlite) url="sqlite://$work/dd.db" ;;
+    mariadb)
+        database=ddbench_$$
+        mariadb -h127.0.0.1 -uroot -e "CREATE DATABASE $database"
+        url="$MYSQL_URL/$database" ;;
+    *) echo "DB must be sqlite or mariadb" >&2; exit 2 ;;
+esac
+
+cat > "$work/ddserver.toml" <<TOML
+[updater]
+listen = ["127.0.0.1:$http_port"]
+changes_per_host = 100000
+changes_refill = 1
+failed_auth_per_address = 100000
+failed_auth_per_host = 100000
+failed_auth_refill = 1
+
+[database]
+url = "$url"
+
+[responder]
+listen = ["127.0.0.1:$dns_port"]
+workers = 1
+control_socket = "$work/responder.sock"
+
+[log]
+filter = "warn"
+TOML
+
+dd() { "$BIN" --config "$work/ddserver.toml" "$@"; }
+dd zone add $ZONE --ns ns1.example.net >/dev/null
+echo benchpw | dd user add bench --email bench@example.org --max-hosts 100000000 --password-stdin >/dev/null
+echo $SECRET | dd host add h1.$ZONE --user bench --password-stdin >/dev/null
+# The other hosts share h1's secret hash: copied in SQL, since hashing each
+# secret (~20 ms of argon2) would dominate the set-up.
+case $DB in
+    sqlite) sqlite3 "$work/dd.db" "INSERT INTO hosts (zone_id, label, fqdn, user_id, secret_hash, created_at, updated_at)
+        SELECT h.zone_id, 'h' || c.n, 'h' || c.n || '.$ZONE', h.user_id, h.secret_hash, 0, 0
+        FROM hosts h, (WITH RECURSIVE c(n) AS (SELECT 2 UNION ALL SELECT n + 1 FROM c WHERE n < $HOSTS) SELECT n FROM c) c
+        WHERE h.fqdn = 'h1.$ZONE'" ;;
+    mariadb) mariadb -h127.0.0.1 -uroot "$database" -e "INSERT INTO hosts (zone_id, label, fqdn, user_id, secret_hash, created_at, updated_at)
+        SELECT h.zone_id, CONCAT('h', s.seq), CONCAT('h', s.seq, '.$ZONE'), h.user_id, h.secret_hash, 0, 0
+        FROM hosts h, seq_2_to_$HOSTS s WHERE h.fqdn = 'h1.$ZONE'" ;;
+esac
+
+dd serve > "$work/serve.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+    curl -s -o /dev/null "http://127.0.0.1:$http_port/healthz" && break
+    sleep 0.1
+done
+
+auth=$(printf 'bench:%s' $SECRET | base64 -w0)
+wrong=$(printf 'bench:%s' wrong | base64 -w0)
+url="http://127.0.0.1:$http_port"
+
+# Warm-up: every host gets 192.0.2.1 and its credentials verified once
+# (argon2), so the nochg run measures the cached path.
+seq 1 "$HOSTS" | xargs -P 4 -I{} curl -s -o /dev/null -u "bench:$SECRET" \
+    "$url/nic/update?hostname=h{}.$ZONE&myip=192.0.2.1"
+
+echo "# $DB, $HOSTS hosts, $CONNS connections, $THREADS wrk threads, ${DURATION}s per mode, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+run_wrk() { # MODE THREADS
+    MODE=$1 HOSTS=$HOSTS THREADS=$2 AUTH=$auth WRONG_AUTH=$wrong \
+        wrk -t "$2" -c "$CONNS" -d "${3:-$DURATION}s" -s bench/updater/dyndns2.lua "$url"
+}
+# nochg and the flood first: `change` moves every host away from 192.0.2.1.
+echo "## nochg"
+run_wrk nochg "$THREADS" | grep -E '^(answers|latency|Requests/sec)'
+# Good clients during a flood of wrong passwords (argon2 capped at
+# max_verifications): cached credentials never wait for argon2.
+echo "## nochg while a second wrk floods wrong passwords"
+run_wrk wrong 1 $((DURATION + 2)) > "$work/flood.txt" &
+flood=$!
+sleep 1
+run_wrk nochg "$THREADS" | grep -E '^(answers|latency)'
+wait $flood
+sed -n 's/^answers/flood answers/p' "$work/flood.txt"
+for mode in change wrong; do
+    echo "## $mode"
+    run_wrk $mode "$THREADS" | grep -E '^(answers|latency|Requests/sec)'
+done
+echo "## good -> served"
+python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES"
+curl -s "$url/metrics" | grep -E '^ddserver_updater_(commit_batches|argon2|auth_cache)' || true

@@ -1,0 +1,90 @@
+//! Wiring of the dyndns2 updater: maps `[updater]` to
+//! [`ddserver_updater::Config`], starts it, and runs `ddserver updater`.
+//!
+//! The updater writes through the store only; this module must never give
+//! it a handle to the responder.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ddserver_store::Store;
+use ddserver_updater::{Network, Rate, Updater};
+
+use crate::config::Config;
+
+/// How long open requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn updater_config(config: &Config) -> Result<ddserver_updater::Config> {
+    let u = &config.updater;
+    let trusted_proxies = u
+        .trusted_proxies
+        .iter()
+        .map(|p| p.parse::<Network>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("updater.trusted_proxies")?;
+    let failed = |burst| Rate {
+        burst,
+        per_token: Duration::from_secs(u.failed_auth_refill),
+    };
+    Ok(ddserver_updater::Config {
+        listen: u.listen.clone(),
+        tls_listen: u.tls_listen.clone(),
+        tls_cert: u.tls_cert.clone(),
+        tls_key: u.tls_key.clone(),
+        trusted_proxies,
+        realm: u.realm.clone(),
+        require_user_agent: u.require_user_agent,
+        auth_cache_ttl: Duration::from_secs(u.auth_cache_ttl),
+        auth_cache_entries: u.auth_cache_entries,
+        max_verifications: u.max_verifications,
+        verification_wait: Duration::from_secs(u.verification_wait),
+        failures_per_address: failed(u.failed_auth_per_address),
+        failures_per_host: failed(u.failed_auth_per_host),
+        changes_per_host: Rate {
+            burst: u.changes_per_host,
+            per_token: Duration::from_secs(u.changes_refill),
+        },
+        seen_flush_interval: Duration::from_secs(u.seen_flush_interval),
+        max_connections: u.max_connections,
+        header_timeout: Duration::from_secs(u.header_timeout),
+    })
+}
+
+/// A running updater, for `ddserver serve` and `ddserver updater`.
+pub(crate) struct RunningUpdater(Updater);
+
+impl RunningUpdater {
+    /// Stops accepting, finishes open requests and queued commits.
+    pub(crate) async fn stop(self) {
+        self.0.stop(SHUTDOWN_GRACE).await;
+    }
+
+    /// Where it listens, for the start-up message.
+    pub(crate) fn describe(&self) -> String {
+        let http = self.0.http_addrs().iter().map(|a| format!("http://{a}"));
+        let https = self.0.https_addrs().iter().map(|a| format!("https://{a}"));
+        http.chain(https).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Starts the updater and prints where it listens.
+pub(crate) async fn start_updater(config: &Config, store: &Store) -> Result<RunningUpdater> {
+    let updater = ddserver_updater::start(updater_config(config)?, store.clone())
+        .await
+        .context("starting the dyndns2 updater")?;
+    let running = RunningUpdater(updater);
+    println!("dyndns2 updater listening on {}", running.describe());
+    Ok(running)
+}
+
+/// `ddserver updater`: the updater alone, until SIGTERM or SIGINT.
+pub(crate) async fn updater(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = crate::serve::ShutdownSignal::install()?;
+    // Every committed update is pushed to the configured responders.
+    crate::control::start_pushing(store, config, "ddserver updater", None);
+    let running = start_updater(config, store).await?;
+    shutdown.wait().await;
+    running.stop().await;
+    Ok(())
+}

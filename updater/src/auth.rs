@@ -1,0 +1,262 @@
+//! Credentials: HTTP Basic (RFC 7617) or `username=`/`password=` in the
+//! query, the cache of verified credentials, and argon2 verification on a
+//! bounded number of blocking threads.
+//!
+//! The cache never holds a password: its key is a BLAKE3 keyed hash (random
+//! per-process key) of the host, the user name, the password and the host's
+//! stored secret hash, so changing a host's secret makes its old entries
+//! unreachable at once, and they age out. Failures are never cached. This
+//! module must never log or return a password.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ddserver_store::StoredSecret;
+use tokio::sync::Semaphore;
+
+/// A user name and password from the request. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) user: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Parses an `Authorization: Basic ...` value. The scheme is
+/// case-insensitive (RFC 7235 §2.1); the user name ends at the first colon
+/// (RFC 7617 §2). Anything malformed is `None`, as if absent.
+pub(crate) fn parse_basic(header: &[u8]) -> Option<Credentials> {
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some(Credentials {
+        user: user.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
+/// A cache key: a keyed hash, never the password.
+pub(crate) type CacheKey = [u8; 32];
+
+/// Verified credentials, each valid for `ttl`, at most `capacity` of them.
+#[derive(Debug)]
+pub(crate) struct CredentialCache {
+    key: [u8; 32],
+    ttl: Duration,
+    capacity: usize,
+    entries: Mutex<HashMap<CacheKey, Instant>>,
+}
+
+impl CredentialCache {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> CredentialCache {
+        let mut key = [0u8; 32];
+        // Without OS randomness the keyed hash could be precomputed; fall
+        // back to a time-derived key rather than refuse to start, since the
+        // cache key is compared only with our own outputs.
+        if getrandom::fill(&mut key).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            key = *blake3::hash(&nanos.to_le_bytes()).as_bytes();
+        }
+        CredentialCache {
+            key,
+            ttl,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache key for these credentials against this host's stored
+    /// secret. Each field is length-prefixed so that no two different
+    /// tuples hash the same input.
+    pub(crate) fn key_for(
+        &self,
+        fqdn: &str,
+        credentials: &Credentials,
+        stored: &StoredSecret,
+    ) -> CacheKey {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        for part in [
+            fqdn.as_bytes(),
+            credentials.user.as_bytes(),
+            credentials.password.as_bytes(),
+            stored.key_material(),
+        ] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Whether this key was verified less than `ttl` ago. The map compares
+    /// keyed-hash outputs, which an attacker cannot compute without the
+    /// per-process key, so a timing difference in that comparison tells
+    /// nothing about the password.
+    pub(crate) fn contains(&self, key: &CacheKey) -> bool {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return false;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some(expires) if *expires > Instant::now() => true,
+            Some(_) => {
+                entries.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers a successful verification.
+    pub(crate) fn insert(&self, key: CacheKey) {
+        if self.ttl.is_zero() || self.capacity == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, expires| *expires > now);
+            if entries.len() >= self.capacity
+                && let Some(victim) = entries.keys().next().copied()
+            {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(key, now + self.ttl);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+/// Why a verification did not produce a yes or no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum VerifyError {
+    /// Every verification slot stayed busy for the whole wait.
+    #[error("all argon2 verification slots busy")]
+    Busy,
+    /// The blocking task died.
+    #[error("argon2 verification task failed")]
+    Task,
+}
+
+/// Runs argon2 verifications on tokio's blocking pool, at most `slots` at a
+/// time: each costs ~20 ms of CPU and 19 MiB (RESEARCH.md), so an unbounded
+/// number would let a flood of wrong passwords take every core and all the
+/// memory. Waiting requests queue in arrival order for at most `wait`.
+#[derive(Debug, Clone)]
+pub(crate) struct Verifier {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl Verifier {
+    pub(crate) fn new(slots: usize, wait: Duration) -> Verifier {
+        Verifier {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            wait,
+        }
+    }
+
+    /// Checks `password` against `stored`; with `None` (unknown host) it
+    /// spends the same time and says no.
+    pub(crate) async fn verify(
+        &self,
+        password: &str,
+        stored: Option<StoredSecret>,
+    ) -> Result<bool, VerifyError> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| VerifyError::Busy)?
+            .map_err(|_| VerifyError::Busy)?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match stored {
+                Some(stored) => stored.verify_blocking(&password),
+                None => StoredSecret::verify_nothing_blocking(&password),
+            }
+        })
+        .await
+        .map_err(|_| VerifyError::Task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(raw: &str) -> Vec<u8> {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn basic_credentials_parse() {
+        let c = parse_basic(&basic("h.dyn.example:pa:ss")).unwrap();
+        assert_eq!(c.user, "h.dyn.example");
+        assert_eq!(c.password, "pa:ss");
+        assert!(parse_basic(b"basic bm9jb2xvbg==").is_none()); // "nocolon"
+        assert!(parse_basic(b"Bearer abc").is_none());
+        assert!(parse_basic(b"Basic !!!").is_none());
+        assert!(parse_basic(&basic(":pw")).is_none());
+        assert!(parse_basic(&[0xff, 0xfe]).is_none());
+        assert!(!format!("{c:?}").contains("pa:ss"));
+    }
+
+    #[test]
+    fn cache_keys_depend_on_every_part_and_expire() {
+        let cache = CredentialCache::new(Duration::from_millis(50), 2);
+        let creds = Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        let stored = StoredSecret::from_phc("$argon2id$a".into());
+        let other = StoredSecret::from_phc("$argon2id$b".into());
+        let k = cache.key_for("h.example", &creds, &stored);
+        assert_ne!(k, cache.key_for("h.example", &creds, &other));
+        assert_ne!(k, cache.key_for("g.example", &creds, &stored));
+        let wrong = Credentials {
+            user: "u".into(),
+            password: "q".into(),
+        };
+        assert_ne!(k, cache.key_for("h.example", &wrong, &stored));
+        assert!(!cache.contains(&k));
+        cache.insert(k);
+        assert!(cache.contains(&k));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!cache.contains(&k));
+        for i in 0..10u8 {
+            cache.insert([i; 32]);
+        }
+        assert!(cache.len() <= 2);
+    }
+}

@@ -1,0 +1,349 @@
+//! ddserver's dyndns2 updater: the HTTP(S) endpoint that routers and update
+//! clients (ddclient, inadyn, wget, curl, FRITZ!Box, pfSense, OPNsense) call
+//! to set their addresses.
+//!
+//! It sits between the network and the store: it authenticates, validates,
+//! and writes through [`ddserver_store::Store`] only; the responder learns of
+//! changes from the store's change log, never from this crate. It must never
+//! depend on the responder, never answer `good` before the commit, and never
+//! log a password.
+//!
+//! Layout:
+//! - [`protocol`]: parameters and answer lines (pure);
+//! - `auth`: Basic credentials, the verified-credential cache, the bounded
+//!   argon2 verifier;
+//! - `limit`: token buckets for failures and changes;
+//! - [`proxy`]: the client address behind trusted proxies;
+//! - `commit`: group commit and batched last-seen times;
+//! - `service`: one request from routing to answer;
+//! - `tls`, `metrics`; this file: configuration, listeners, shutdown.
+
+mod auth;
+mod commit;
+mod limit;
+mod metrics;
+mod protocol;
+pub mod proxy;
+mod service;
+mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ddserver_store::{Name, Store};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+pub use limit::Rate;
+pub use proxy::{Network, NetworkError};
+pub use tls::TlsError;
+
+/// The updater's settings (the binary maps its `[updater]` section here).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners; need `tls_cert` and `tls_key`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS listeners.
+    pub tls_key: Option<PathBuf>,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<Network>,
+    /// The Basic realm of the 401 challenge.
+    pub realm: String,
+    /// Answer `badagent` when the User-Agent is missing or empty.
+    pub require_user_agent: bool,
+    /// How long a verified credential is remembered.
+    pub auth_cache_ttl: Duration,
+    /// How many verified credentials are remembered at most.
+    pub auth_cache_entries: usize,
+    /// argon2 verifications running at once at most.
+    pub max_verifications: usize,
+    /// How long a request waits for a verification slot before `911`.
+    pub verification_wait: Duration,
+    /// Failed authentications per client address (IPv6: per /64).
+    pub failures_per_address: Rate,
+    /// Failed authentications per host name.
+    pub failures_per_host: Rate,
+    /// Committed changes per host.
+    pub changes_per_host: Rate,
+    /// How often last-seen times of unchanged updates are written.
+    pub seen_flush_interval: Duration,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8245))],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            realm: "ddserver".into(),
+            require_user_agent: false,
+            auth_cache_ttl: Duration::from_secs(3600),
+            auth_cache_entries: 1_000_000,
+            max_verifications: 2,
+            verification_wait: Duration::from_secs(10),
+            failures_per_address: Rate {
+                burst: 20,
+                per_token: Duration::from_secs(30),
+            },
+            failures_per_host: Rate {
+                burst: 20,
+                per_token: Duration::from_secs(30),
+            },
+            changes_per_host: Rate {
+                burst: 10,
+                per_token: Duration::from_secs(30),
+            },
+            seen_flush_interval: Duration::from_secs(10),
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the updater could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("binding the updater to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// HTTPS listeners without both files.
+    #[error("updater: tls_listen needs tls_cert and tls_key")]
+    TlsFilesMissing,
+    /// The certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Neither HTTP nor HTTPS listener configured.
+    #[error("updater: no listen or tls_listen address configured")]
+    NoListener,
+}
+
+/// Shared by every request.
+pub(crate) struct State {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) cache: auth::CredentialCache,
+    pub(crate) verifier: auth::Verifier,
+    pub(crate) failures_by_address: limit::Limiter<std::net::IpAddr>,
+    pub(crate) failures_by_host: limit::Limiter<Name>,
+    pub(crate) updates_by_host: limit::Limiter<Name>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) committer: commit::Committer,
+    pub(crate) seen: Arc<commit::Seen>,
+}
+
+/// Rate-limit buckets kept at most per limiter.
+const MAX_LIMITER_KEYS: usize = 100_000;
+
+/// A running updater.
+#[derive(Debug)]
+pub struct Updater {
+    http: Vec<SocketAddr>,
+    https: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    acceptors: Vec<tokio::task::JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    committer: tokio::task::JoinHandle<()>,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> {
+    if config.listen.is_empty() && config.tls_listen.is_empty() {
+        return Err(StartError::NoListener);
+    }
+    let tls = if config.tls_listen.is_empty() {
+        None
+    } else {
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Err(StartError::TlsFilesMissing);
+        };
+        Some(tls::acceptor(cert, key)?)
+    };
+    let mut listeners = Vec::new();
+    for (addr, secure) in config
+        .listen
+        .iter()
+        .map(|a| (*a, false))
+        .chain(config.tls_listen.iter().map(|a| (*a, true)))
+    {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        listeners.push((listener, local, secure));
+    }
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (committer, committer_task) = commit::Committer::start(store.clone(), metrics.clone());
+    let seen = Arc::new(commit::Seen::default());
+    let (stop, stopped) = watch::channel(false);
+    let flusher =
+        seen.clone()
+            .start_flusher(store.clone(), config.seen_flush_interval, stopped.clone());
+    let state = Arc::new(State {
+        cache: auth::CredentialCache::new(config.auth_cache_ttl, config.auth_cache_entries),
+        verifier: auth::Verifier::new(config.max_verifications, config.verification_wait),
+        failures_by_address: limit::Limiter::new(config.failures_per_address, MAX_LIMITER_KEYS),
+        failures_by_host: limit::Limiter::new(config.failures_per_host, MAX_LIMITER_KEYS),
+        updates_by_host: limit::Limiter::new(config.changes_per_host, MAX_LIMITER_KEYS),
+        metrics,
+        committer,
+        seen,
+        store,
+        config,
+    });
+    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let mut http = Vec::new();
+    let mut https = Vec::new();
+    let mut acceptors = Vec::new();
+    for (listener, local, secure) in listeners {
+        let tls = if secure {
+            https.push(local);
+            tls.clone()
+        } else {
+            http.push(local);
+            None
+        };
+        acceptors.push(tokio::spawn(accept_loop(
+            listener,
+            tls,
+            state.clone(),
+            graceful.clone(),
+            connections.clone(),
+            stopped.clone(),
+        )));
+    }
+    Ok(Updater {
+        http,
+        https,
+        stop,
+        acceptors,
+        graceful,
+        committer: committer_task,
+        flusher,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("updater: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue; // over max_connections: closed by dropping the stream
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve_connection(stream, peer, state, watcher).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(state.config.header_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, state, watcher).await,
+                        Ok(Err(e)) => tracing::debug!("updater: TLS handshake with {peer}: {e}"),
+                        Err(_) => tracing::debug!("updater: TLS handshake with {peer} timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, state: Arc<State>, watcher: Watcher)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service_state = state.clone();
+    let service = service_fn(move |request| {
+        let state = service_state.clone();
+        async move { Ok::<_, Infallible>(service::handle(&state, request, peer).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!("updater: connection from {peer}: {e}");
+    }
+}
+
+impl Updater {
+    /// Where plain HTTP is served.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http
+    }
+
+    /// Where HTTPS is served.
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https
+    }
+
+    /// Stops accepting, lets open requests finish (at most `grace`), writes
+    /// the queued commits and last-seen times, and returns.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        for acceptor in self.acceptors {
+            let _ = acceptor.await;
+        }
+        // The acceptors held the other handles; they have ended.
+        if let Ok(graceful) = Arc::try_unwrap(self.graceful)
+            && tokio::time::timeout(grace, graceful.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("updater: connections still open after {grace:?}; closing them");
+        }
+        // The acceptors and connections held the last handles to the
+        // committer; it ends after the queued batch.
+        let _ = tokio::time::timeout(grace, self.committer).await;
+        let _ = self.flusher.await;
+    }
+}

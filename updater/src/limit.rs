@@ -1,0 +1,169 @@
+//! Token-bucket rate limits, keyed by client address or host name, bounded
+//! in memory.
+//!
+//! Used for failed authentication (per client address and per host) and for
+//! committed changes per host. A bucket holds `burst` tokens and regains one
+//! every `per_token`; a full bucket is forgotten, so the map holds only keys
+//! that were active recently. This module must never block on I/O: it is
+//! called on every request, under one short mutex.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How much a limiter allows: `burst` events at once, then one per
+/// `per_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Tokens in a full bucket; at least 1.
+    pub burst: u32,
+    /// Time to regain one token.
+    pub per_token: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A set of token buckets.
+#[derive(Debug)]
+pub(crate) struct Limiter<K> {
+    rate: Rate,
+    max_keys: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub(crate) fn new(rate: Rate, max_keys: usize) -> Limiter<K> {
+        Limiter {
+            rate: Rate {
+                burst: rate.burst.max(1),
+                per_token: rate.per_token.max(Duration::from_millis(1)),
+            },
+            max_keys: max_keys.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let gained = now.saturating_duration_since(bucket.at).as_secs_f64()
+            / self.rate.per_token.as_secs_f64();
+        bucket.tokens = (bucket.tokens + gained).min(f64::from(self.rate.burst));
+        bucket.at = now;
+    }
+
+    /// Time until one token is back, for `Retry-After`.
+    fn wait(&self, bucket: &Bucket) -> Duration {
+        let missing = (1.0 - bucket.tokens).max(0.0);
+        self.rate.per_token.mul_f64(missing)
+    }
+
+    /// `Err(retry_after)` if `key` has no token left; takes nothing.
+    pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Ok(());
+        };
+        self.refill(bucket, Instant::now());
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(self.wait(bucket))
+        }
+    }
+
+    /// Takes one token for `key`, or `Err(retry_after)` if none is left.
+    pub(crate) fn take(&self, key: &K) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
+            // Forget full buckets first; if every tracked key is still
+            // limited, drop one arbitrary entry rather than refuse a key we
+            // know nothing bad about (a flood of fresh addresses must not
+            // lock everyone else out).
+            let burst = f64::from(self.rate.burst);
+            let per_token = self.rate.per_token.as_secs_f64();
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() / per_token < burst
+            });
+            if buckets.len() >= self.max_keys
+                && let Some(victim) = buckets.keys().next().cloned()
+            {
+                buckets.remove(&victim);
+            }
+        }
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: f64::from(self.rate.burst),
+            at: now,
+        });
+        self.refill(bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.wait(bucket))
+        }
+    }
+}
+
+/// The key for per-address limits: IPv4 as is, IPv6 by its /64, since one
+/// customer usually holds a whole /64 and can pick any address in it.
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_limited_with_a_retry_time() {
+        let limiter = Limiter::new(
+            Rate {
+                burst: 2,
+                per_token: Duration::from_secs(60),
+            },
+            10,
+        );
+        assert!(limiter.check(&"a").is_ok());
+        assert!(limiter.take(&"a").is_ok());
+        assert!(limiter.take(&"a").is_ok());
+        let wait = limiter.take(&"a").unwrap_err();
+        assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
+        assert!(limiter.check(&"a").is_err());
+        assert!(limiter.take(&"b").is_ok());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let limiter = Limiter::new(
+            Rate {
+                burst: 1,
+                per_token: Duration::from_secs(3600),
+            },
+            4,
+        );
+        for i in 0..100 {
+            assert!(limiter.take(&i).is_ok());
+        }
+        assert!(limiter.buckets.lock().unwrap().len() <= 4);
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+    }
+}

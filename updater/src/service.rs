@@ -1,0 +1,463 @@
+//! One HTTP request: routing, then the dyndns2 update from credentials to
+//! answer lines.
+//!
+//! Order of work, cheapest first (hickory's `handle_request` habit): route,
+//! User-Agent, credentials present, per-address failure budget, host names,
+//! one indexed read per host, the credential cache, and only then argon2 on
+//! the bounded verifier. Internal errors are logged here and answered as
+//! `911`; this module must never show a database error or a secret to a
+//! client, and never answer `good` before the commit returned.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ddserver_store::{Actor, HostCredential, HostUpdate, Name, StoreError};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::State;
+use crate::auth::{self, Credentials};
+use crate::commit::CommitError;
+use crate::limit::address_key;
+use crate::protocol::{self, Answer, MAX_HOSTS, Params, Shown};
+use crate::proxy;
+
+/// Form bodies (POST updates) larger than this are refused.
+const MAX_BODY: usize = 8 * 1024;
+
+/// The ACME DNS-01 label (RFC 8555 §8.4): `hostname=_acme-challenge.HOST`
+/// with `txt=` sets HOST's challenge TXT record.
+const ACME_LABEL: &str = "_acme-challenge.";
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // Answers are per request; a cache in between must never replay one.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Routes one request.
+pub(crate) async fn handle(
+    state: &State,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    if !matches!(method, Method::GET | Method::POST | Method::HEAD) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, HEAD"));
+        return response;
+    }
+    match path.as_str() {
+        // A HEAD request must not change anything (RFC 9110 §9.2.1).
+        "/nic/update" | "/update" | "/v3/update" if method == Method::HEAD => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            response
+        }
+        "/nic/update" | "/update" | "/v3/update" => {
+            let started = Instant::now();
+            let response = update(state, request, peer).await;
+            state.metrics.request(started.elapsed());
+            response
+        }
+        "/nic/ip" | "/ip" => {
+            let client =
+                proxy::client_address(peer.ip(), request.headers(), &state.config.trusted_proxies);
+            text(StatusCode::OK, format!("{client}\n"))
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, state.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The answer to an update before it becomes a response.
+struct Outcome {
+    answers: Vec<Answer>,
+    /// 401 with a challenge.
+    challenge: bool,
+}
+
+impl Outcome {
+    fn once(answer: Answer) -> Outcome {
+        Outcome {
+            challenge: answer == Answer::Badauth,
+            answers: vec![answer],
+        }
+    }
+}
+
+async fn update(
+    state: &State,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let client = proxy::client_address(peer.ip(), request.headers(), &state.config.trusted_proxies);
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let basic = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| auth::parse_basic(v.as_bytes()));
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    if request.method() == Method::POST {
+        match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Ok(body) => pairs.extend(form_urlencoded::parse(&body.to_bytes()).into_owned()),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+        }
+    }
+    let params = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let outcome = run_update(state, params, basic, client, &agent).await;
+    for answer in &outcome.answers {
+        state.metrics.answer(answer);
+    }
+    let retry_after = outcome
+        .answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Abuse(Some(seconds)) => Some(*seconds),
+            _ => None,
+        })
+        .max();
+    let all_limited = outcome
+        .answers
+        .iter()
+        .all(|a| matches!(a, Answer::Abuse(Some(_))));
+    let status = if outcome.challenge {
+        StatusCode::UNAUTHORIZED
+    } else if all_limited {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::OK
+    };
+    let mut response = text(status, protocol::render(&outcome.answers));
+    if outcome.challenge {
+        // RFC 7617 §2: the challenge that makes GNU wget and some routers
+        // send their credentials at all.
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "Basic realm=\"{}\", charset=\"UTF-8\"",
+            state.config.realm
+        )) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    response
+}
+
+/// A requested host name after parsing.
+enum Target {
+    /// Not a usable name: `notfqdn` for this line.
+    Invalid,
+    /// A host; `acme` when it was named as `_acme-challenge.HOST`.
+    Host { fqdn: Name, acme: bool },
+}
+
+fn parse_target(raw: &str) -> Target {
+    let lower = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let (name, acme) = match lower.strip_prefix(ACME_LABEL) {
+        Some(rest) => (rest.to_owned(), true),
+        None => (lower, false),
+    };
+    match Name::parse(&name) {
+        // A fully-qualified host name has at least two labels.
+        Ok(fqdn) if fqdn.is_hostname() && fqdn.as_str().contains('.') => {
+            Target::Host { fqdn, acme }
+        }
+        _ => Target::Invalid,
+    }
+}
+
+fn seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+async fn run_update(
+    state: &State,
+    params: Params,
+    basic: Option<Credentials>,
+    client: IpAddr,
+    agent: &str,
+) -> Outcome {
+    let config = &state.config;
+    if config.require_user_agent && agent.is_empty() {
+        return Outcome::once(Answer::Badagent);
+    }
+    let credentials = basic.or_else(|| match (&params.username, &params.password) {
+        (Some(user), Some(password)) if !user.is_empty() => Some(Credentials {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    });
+    let Some(credentials) = credentials else {
+        return Outcome::once(Answer::Badauth);
+    };
+    let address = address_key(client);
+    if let Err(wait) = state.failures_by_address.check(&address) {
+        return Outcome::once(Answer::Abuse(Some(seconds(wait))));
+    }
+    let names: Vec<String> = match &params.hostnames {
+        Some(names) if !names.is_empty() => names.clone(),
+        // dyndns2 clients configured with the host as user name may leave
+        // `hostname` out.
+        _ if credentials.user.contains('.') => vec![credentials.user.clone()],
+        _ => return Outcome::once(Answer::Notfqdn),
+    };
+    if names.len() > MAX_HOSTS {
+        return Outcome::once(Answer::Numhost);
+    }
+    let targets: Vec<Target> = names.iter().map(|n| parse_target(n)).collect();
+
+    // Authenticate every named host: one indexed read each, then the cache,
+    // then argon2. Unknown hosts cost a dummy verification, so neither the
+    // answer nor its timing tells a stranger whether a name exists.
+    // Every failed verification costs the client address one token, so a
+    // request naming 20 hosts with a wrong password cannot buy 20 argon2
+    // runs for the price of one failure.
+    let mut verified: Vec<Option<HostCredential>> = Vec::with_capacity(targets.len());
+    let mut host_limited: Vec<Option<u64>> = vec![None; targets.len()];
+    let mut address_limited: Option<u64> = None;
+    for (i, target) in targets.iter().enumerate() {
+        let Target::Host { fqdn, .. } = target else {
+            verified.push(None);
+            continue;
+        };
+        if address_limited.is_some() {
+            verified.push(None);
+            continue;
+        }
+        if let Err(wait) = state.failures_by_host.check(fqdn) {
+            host_limited[i] = Some(seconds(wait));
+            verified.push(None);
+            continue;
+        }
+        let row = match state.store.host_credential(fqdn).await {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::error!("updater: reading host {fqdn} failed: {e}");
+                return Outcome::once(Answer::ServerError);
+            }
+        };
+        let user_may = |row: &HostCredential| {
+            let user = credentials.user.to_ascii_lowercase();
+            let user = user.trim_end_matches('.');
+            row.owner_active && (user == row.owner || user == row.fqdn.as_str())
+        };
+        let ok = match row {
+            Some(row) => {
+                let key = state
+                    .cache
+                    .key_for(fqdn.as_str(), &credentials, &row.secret);
+                if state.cache.contains(&key) && user_may(&row) {
+                    state.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    Some(row)
+                } else {
+                    state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+                    state.metrics.verifications.fetch_add(1, Ordering::Relaxed);
+                    match state
+                        .verifier
+                        .verify(&credentials.password, Some(row.secret.clone()))
+                        .await
+                    {
+                        Ok(true) if user_may(&row) => {
+                            state.cache.insert(key);
+                            Some(row)
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::warn!("updater: {e}");
+                            return Outcome::once(Answer::ServerError);
+                        }
+                    }
+                }
+            }
+            None => {
+                state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+                state.metrics.verifications.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = state.verifier.verify(&credentials.password, None).await {
+                    tracing::warn!("updater: {e}");
+                    return Outcome::once(Answer::ServerError);
+                }
+                None
+            }
+        };
+        if ok.is_none() {
+            let _ = state.failures_by_host.take(fqdn);
+            if let Err(wait) = state.failures_by_address.take(&address) {
+                address_limited = Some(seconds(wait));
+            }
+        }
+        verified.push(ok);
+    }
+    if verified.iter().all(Option::is_none) {
+        // No named host accepted these credentials: an account-level
+        // failure, answered once (dyndns2), and counted against the address.
+        if targets.iter().all(|t| matches!(t, Target::Invalid)) {
+            return Outcome::once(Answer::Notfqdn);
+        }
+        // A request that only met rate limits (no verification failed
+        // here) says when to come back.
+        let failed_here = targets
+            .iter()
+            .zip(&host_limited)
+            .any(|(t, limited)| matches!(t, Target::Host { .. }) && limited.is_none());
+        if !failed_here && let Some(wait) = host_limited.iter().flatten().max() {
+            return Outcome::once(Answer::Abuse(Some(*wait)));
+        }
+        return Outcome::once(Answer::Badauth);
+    }
+
+    let actor = Actor {
+        name: credentials.user.to_ascii_lowercase(),
+        address: Some(client),
+    };
+    // Without any address in the request, the client's own address goes
+    // into the record of its family; the other family is left alone.
+    let (want_v4, want_v6) = match (params.ipv4, params.ipv6) {
+        (None, None) => match client {
+            IpAddr::V4(v4) => (Some(v4), None),
+            IpAddr::V6(v6) => (None, Some(v6)),
+        },
+        given => given,
+    };
+    let mut answers = Vec::with_capacity(targets.len());
+    for ((target, row), limited) in targets.iter().zip(verified).zip(host_limited) {
+        let answer = match (target, row) {
+            (Target::Invalid, _) => Answer::Notfqdn,
+            (_, None) => match limited {
+                Some(wait) => Answer::Abuse(Some(wait)),
+                None => Answer::Nohost,
+            },
+            (Target::Host { .. }, Some(row)) if row.flags.disabled.is_some() => Answer::Abuse(None),
+            (Target::Host { fqdn, acme: true }, Some(_)) => {
+                set_txt(state, &actor, fqdn, params.txt.as_deref()).await
+            }
+            (Target::Host { fqdn, acme: false }, Some(row)) => {
+                if let Some(txt) = params.txt.as_deref()
+                    && want_v4.is_none()
+                    && want_v6.is_none()
+                {
+                    set_txt(state, &actor, fqdn, Some(txt)).await
+                } else {
+                    update_one(state, &actor, agent, &row, want_v4, want_v6, &params).await
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    Outcome {
+        answers,
+        challenge: false,
+    }
+}
+
+async fn set_txt(state: &State, actor: &Actor, fqdn: &Name, txt: Option<&str>) -> Answer {
+    let Some(txt) = txt else {
+        // `_acme-challenge.HOST` without `txt=`: nothing to set.
+        return Answer::Dnserr;
+    };
+    let values = if txt.is_empty() {
+        Vec::new()
+    } else {
+        vec![txt.to_owned()]
+    };
+    match state.store.set_host_txt(actor, fqdn, values).await {
+        Ok(()) => Answer::Good(Shown::default()),
+        Err(StoreError::InvalidInput { .. }) => Answer::Dnserr,
+        Err(StoreError::HostDisabled { .. }) => Answer::Abuse(None),
+        Err(StoreError::UnknownHost { .. }) => Answer::Nohost,
+        Err(e) => {
+            tracing::error!("updater: setting TXT of {fqdn} failed: {e}");
+            Answer::ServerError
+        }
+    }
+}
+
+async fn update_one(
+    state: &State,
+    actor: &Actor,
+    agent: &str,
+    row: &HostCredential,
+    want_v4: Option<std::net::Ipv4Addr>,
+    want_v6: Option<std::net::Ipv6Addr>,
+    params: &Params,
+) -> Answer {
+    // Any update brings an offline host back unless it says offline=YES.
+    let offline = params.offline.unwrap_or(false);
+    let unchanged = want_v4.is_none_or(|a| row.ipv4 == Some(a))
+        && want_v6.is_none_or(|a| row.ipv6 == Some(a))
+        && row.flags.offline == offline
+        && params.wildcard.is_none_or(|w| row.flags.wildcard == w);
+    let shown = |ipv4, ipv6| Shown {
+        ipv4: if want_v4.is_some() || want_v6.is_none() {
+            ipv4
+        } else {
+            None
+        },
+        ipv6: if want_v6.is_some() { ipv6 } else { None },
+    };
+    if unchanged {
+        // Answered from what we just read, without a write; the last-seen
+        // time goes to the database with the next batch.
+        state.seen.record(row.id);
+        return Answer::Nochg(shown(row.ipv4, row.ipv6));
+    }
+    if let Err(wait) = state.updates_by_host.take(&row.fqdn) {
+        return Answer::Abuse(Some(seconds(wait)));
+    }
+    let update = HostUpdate {
+        fqdn: row.fqdn.clone(),
+        ipv4: want_v4.map(Some),
+        ipv6: want_v6.map(Some),
+        offline: Some(offline),
+        wildcard: params.wildcard,
+        actor: actor.clone(),
+        user_agent: agent.to_owned(),
+    };
+    match state.committer.commit(update).await {
+        Ok(done) if done.changed => Answer::Good(shown(done.ipv4, done.ipv6)),
+        Ok(done) => Answer::Nochg(shown(done.ipv4, done.ipv6)),
+        Err(CommitError::UnknownHost) => Answer::Nohost,
+        Err(CommitError::Disabled) => Answer::Abuse(None),
+        Err(CommitError::Unavailable | CommitError::Stopped) => Answer::ServerError,
+    }
+}
