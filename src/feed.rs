@@ -14,9 +14,9 @@
 //! next tick (re-applying what lies beyond it, harmlessly) until it fills or
 //! is old enough to be a rolled-back transaction.
 //!
-//! Pruning: entries older than `[feed] retention` are deleted. A follower
-//! whose applied serial lies below the oldest kept entry minus one has lost
-//! entries it never applied; it reloads everything ([`Follower::reload`]:
+//! Pruning: entries older than `[feed] retention` are deleted, and the store
+//! answers a read from before the pruned range with `ChangesPruned`. Such a
+//! follower has lost entries it never applied; it reloads everything ([`Follower::reload`]:
 //! one batch that removes every zone it served and loads the database's
 //! state anew, applied with one publish) instead of applying a partial log.
 //!
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{Change, HostData, ZoneData};
-use ddserver_store::{ChangeKind, Host, Name, Store};
+use ddserver_store::{ChangeKind, Host, Name, Store, StoreError};
 
 use crate::zoneload::read_zone;
 
@@ -219,22 +219,16 @@ impl Follower {
     {
         let mut done = CatchUp::default();
         loop {
-            let entries = self.store.changes_since(self.applied, BATCH).await?;
-            let Some(first) = entries.first() else {
-                return Ok(done);
-            };
-            if first.serial > self.applied + 1 && !done.reloaded {
-                // A gap right after what we applied: a transaction still in
-                // flight (MySQL), a rolled-back one, or pruning. Only the
-                // last loses data.
-                if let Some(oldest) = self.store.oldest_serial().await?
-                    && self.applied + 1 < oldest
-                {
+            let entries = match self.store.changes_since(self.applied, BATCH).await {
+                Ok(entries) => entries,
+                // Entries after our mark were pruned: the log can no longer
+                // tell what changed, so load everything again.
+                Err(StoreError::ChangesPruned { pruned_through, .. }) if !done.reloaded => {
                     let behind = self.applied;
                     let loaded = self.reload(&apply).await?;
                     tracing::warn!(
                         applied = behind,
-                        oldest,
+                        pruned_through,
                         serial = loaded.serial,
                         names = loaded.names,
                         "responder: fell behind the pruned change log; reloaded everything"
@@ -242,6 +236,10 @@ impl Follower {
                     done.reloaded = true;
                     continue;
                 }
+                Err(e) => return Err(e.into()),
+            };
+            if entries.is_empty() {
+                return Ok(done);
             }
             done.read += entries.len();
             let last = entries.last().map(|c| c.serial).unwrap_or(self.applied);
