@@ -268,15 +268,28 @@ impl Follower {
                     }
                 }
             }
-            for (zone, fqdn) in &hosts {
-                if zones.get(zone) == Some(&ZoneWork::Recreate) {
-                    continue; // the zone's reload above covered its hosts
-                }
-                let name =
-                    Name::parse(fqdn).map_err(|e| anyhow!("host {fqdn} in the change log: {e}"))?;
-                match self.store.host_by_fqdn(&name).await? {
+            // The hosts' current state in one read per 256 names.
+            let hosts: Vec<&(String, String)> = hosts
+                .iter()
+                .filter(|(zone, _)| zones.get(zone) != Some(&ZoneWork::Recreate))
+                .collect(); // a zone's reload above covered its hosts
+            let names = hosts
+                .iter()
+                .map(|(_, fqdn)| {
+                    Name::parse(fqdn).map_err(|e| anyhow!("host {fqdn} in the change log: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let current: BTreeMap<String, Host> = self
+                .store
+                .hosts_by_fqdn(&names)
+                .await?
+                .into_iter()
+                .map(|host| (host.fqdn.as_str().to_owned(), host))
+                .collect();
+            for (zone, fqdn) in hosts {
+                match current.get(fqdn) {
                     Some(host) if host.zone.as_str() == zone => {
-                        batch.push(Change::UpsertHost(zone.clone(), host_data(&host)))
+                        batch.push(Change::UpsertHost(zone.clone(), host_data(host)))
                     }
                     _ => batch.push(Change::RemoveHost(zone.clone(), relative(fqdn, zone))),
                 }
