@@ -32,6 +32,8 @@ use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{Change, HostData, RecordData, Soa, StaticRecord, ZoneData};
 use ddserver_store::{ChangeKind, Host, Name, RecordValue, Store};
 
+/// Hosts handed to the snapshot writer per publish during the full load.
+const LOAD_BATCH: usize = 250_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
 /// A gap in the serials older than this is a rolled-back transaction, not
@@ -168,12 +170,21 @@ impl Follower {
             self.zones.insert(zone.zone.name.as_str().to_owned());
             apply(vec![Change::UpsertZone(zone_data(&zone)?)]).await?;
         }
+        // Each publish rebuilds the shards its batch touches, and a page of
+        // hosts touches nearly all of them: apply in large batches so a
+        // load of N names costs N / LOAD_BATCH rebuilds, not N / page.
+        let mut batch = Vec::new();
         while let Some(page) = full.hosts.next_batch().await? {
             names += page.len();
-            let batch = page
-                .iter()
-                .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
-                .collect();
+            batch
+                .extend(page.iter().map(|host| {
+                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
+                }));
+            if batch.len() >= LOAD_BATCH {
+                apply(std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
             apply(batch).await?;
         }
         self.catch_up(&apply).await?;
