@@ -6,13 +6,15 @@
 #  3. feed_latency commits address changes through the store at each rate in
 #     RATES, pushing to the responder's control socket, and reports the
 #     commit-to-answer delay.
-# Usage: NAMES=1000000 RATES=1000,2000,5000,10000 SECONDS_PER_RATE=5 bench/feed.sh
+# Usage: NAMES=1000000 RATES=1000,2000,5000,10000 SECONDS_PER_RATE=5 [GROUP=100] bench/feed.sh
+# WORK=DIR keeps the generated database between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAMES=${NAMES:-1000000}
 RATES=${RATES:-1000,2000,5000,10000}
 SECONDS_PER_RATE=${SECONDS_PER_RATE:-5}
 WRITERS=${WRITERS:-8}
+GROUP=${GROUP:-1}             # >1: changes per transaction, plain SQL (feed_latency --group)
 WORK=${WORK:-$(mktemp -d /tmp/ddfeed.XXXXXX)}
 BIN=${BIN:-target/release}
 PORT=${PORT:-5399}
@@ -62,7 +64,7 @@ grep -E '^(VmRSS|VmHWM)' /proc/$PID/status
 
 "$BIN/feed_latency" --url "sqlite://$DB" --socket "$WORK/responder.sock" \
     --dns "127.0.0.1:$PORT" --hosts "$NAMES" --rates "$RATES" \
-    --seconds "$SECONDS_PER_RATE" --writers "$WRITERS"
+    --seconds "$SECONDS_PER_RATE" --writers "$WRITERS" --group "$GROUP"
 
 echo "after the run:  applied $(metric ddserver_feed_applied_serial), lag $(metric ddserver_feed_lag_serials), changes applied $(metric ddserver_feed_changes_applied_total)"
 grep -E '^(VmRSS|VmHWM)' /proc/$PID/status

@@ -34,8 +34,8 @@ use ddserver_store::{ChangeKind, Host, Name, Store, StoreError};
 
 use crate::zoneload::read_zone;
 
-/// Hosts per snapshot batch during the full load.
-const HOST_BATCH: usize = 10_000;
+/// Hosts handed to the snapshot writer per publish during the full load.
+const LOAD_BATCH: usize = 250_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
 /// A gap in the serials older than this is a rolled-back transaction, not
@@ -139,7 +139,7 @@ impl Follower {
             );
             zones.insert(name);
         }
-        let mut hosts = self.store.host_pages(HOST_BATCH);
+        let mut hosts = self.store.host_pages(ddserver_store::HOST_PAGE_SIZE);
         while let Some(page) = hosts.next_batch().await? {
             names += page.len();
             batch
@@ -184,7 +184,7 @@ impl Follower {
             let loaded = read_zone(&self.store, zone).await?;
             names += loaded.data.records.len() + loaded.address_names.len();
             apply(vec![Change::UpsertZone(loaded.data)]).await?;
-            for chunk in loaded.address_names.chunks(HOST_BATCH) {
+            for chunk in loaded.address_names.chunks(LOAD_BATCH) {
                 let batch = chunk
                     .iter()
                     .map(|h| Change::UpsertHost(name.clone(), h.clone()))
@@ -192,13 +192,22 @@ impl Follower {
                 apply(batch).await?;
             }
         }
-        let mut hosts = self.store.host_pages(HOST_BATCH);
+        // Each publish rebuilds the shards its batch touches, and a page of
+        // hosts touches nearly all of them: apply in large batches so a
+        // load of N names costs N / LOAD_BATCH rebuilds, not N / page.
+        let mut hosts = self.store.host_pages(ddserver_store::HOST_PAGE_SIZE);
+        let mut batch = Vec::new();
         while let Some(page) = hosts.next_batch().await? {
             names += page.len();
-            let batch = page
-                .iter()
-                .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
-                .collect();
+            batch
+                .extend(page.iter().map(|host| {
+                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
+                }));
+            if batch.len() >= LOAD_BATCH {
+                apply(std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
             apply(batch).await?;
         }
         self.catch_up(&apply).await?;
@@ -296,15 +305,28 @@ impl Follower {
                     }
                 }
             }
-            for (zone, fqdn) in &hosts {
-                if zones.get(zone) >= Some(&ZoneWork::Reload) {
-                    continue; // the zone's reload above covered its hosts
-                }
-                let name =
-                    Name::parse(fqdn).map_err(|e| anyhow!("host {fqdn} in the change log: {e}"))?;
-                match self.store.host_by_fqdn(&name).await? {
+            // The hosts' current state in one read per 256 names.
+            let hosts: Vec<&(String, String)> = hosts
+                .iter()
+                .filter(|(zone, _)| zones.get(zone) != Some(&ZoneWork::Reload))
+                .collect(); // a zone's reload above covered its hosts
+            let names = hosts
+                .iter()
+                .map(|(_, fqdn)| {
+                    Name::parse(fqdn).map_err(|e| anyhow!("host {fqdn} in the change log: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let current: BTreeMap<String, Host> = self
+                .store
+                .hosts_by_fqdn(&names)
+                .await?
+                .into_iter()
+                .map(|host| (host.fqdn.as_str().to_owned(), host))
+                .collect();
+            for (zone, fqdn) in hosts {
+                match current.get(fqdn) {
                     Some(host) if host.zone.as_str() == zone => {
-                        batch.push(Change::UpsertHost(zone.clone(), host_data(&host)))
+                        batch.push(Change::UpsertHost(zone.clone(), host_data(host)))
                     }
                     _ => batch.push(Change::RemoveHost(zone.clone(), relative(fqdn, zone))),
                 }

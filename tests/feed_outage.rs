@@ -66,7 +66,12 @@ fn mariadb_stopped_and_restarted() {
         output.contains("serving the last snapshot"),
         "the outage is logged:\n{output}"
     );
-    assert_eq!(metric(&addr, "ddserver_feed_lag_serials"), Some(0.0));
+    feed_harness::wait_metric(
+        &addr,
+        "ddserver_feed_lag_serials",
+        |v| v == 0.0,
+        Duration::from_secs(2),
+    );
 }
 
 #[test]

@@ -105,6 +105,16 @@ async fn announcements_equal_the_log(store: &Store) {
             .await
             .unwrap();
     }
+    // The follower's batched read: existing names only, padding harmless.
+    let mut wanted: Vec<Name> = (0..5)
+        .map(|i| name(&format!("h{i}.dyn.example.net")))
+        .collect();
+    wanted.push(name("nope.dyn.example.net"));
+    let mut found = store.hosts_by_fqdn(&wanted).await.unwrap();
+    found.sort_by(|a, b| a.fqdn.as_str().cmp(b.fqdn.as_str()));
+    assert_eq!(found.len(), 5);
+    assert_eq!(found[3].ipv4, Some([192, 0, 2, 3].into()));
+    assert!(store.hosts_by_fqdn(&[]).await.unwrap().is_empty());
     // A failed write announces nothing.
     assert!(
         store

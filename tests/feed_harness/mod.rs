@@ -318,6 +318,23 @@ pub fn metric(addr: &str, metric: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Waits until `metric` satisfies `good` (the follower updates its metrics
+/// just after it publishes, so a fresh answer may precede them).
+pub fn wait_metric(addr: &str, name: &str, good: impl Fn(f64) -> bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = metric(addr, name);
+        if value.is_some_and(&good) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} = {value:?} never became right within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends SIGKILL to a daemon and reaps it.
 pub fn sigkill(daemon: &mut crate::common::Daemon) {
     daemon.child.kill().unwrap();

@@ -93,6 +93,18 @@ fn address(i: u64) -> [u8; 4] {
     [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]
 }
 
+/// Where this run's change numbers start: random, so a run on a database
+/// that an earlier run changed does not set a host to the address it
+/// already has (the store would then log nothing, and the "new" answer
+/// would be there before the commit).
+fn random_base() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos.wrapping_mul(0x9e37_79b9) ^ u64::from(std::process::id())) & 0xff_ffff
+}
+
 /// Queries each pending sample's name until the answer carries its
 /// address; returns the delays and how many were never answered.
 fn prober(dns: SocketAddr, samples: mpsc::Receiver<Sample>) -> (Vec<Duration>, usize) {
@@ -203,7 +215,7 @@ fn grouped(args: &Args) {
             "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
             "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
         );
-        let mut base = 1u64 << 23;
+        let mut base = random_base();
         for &rate in &args.rates {
             let (tx, rx) = mpsc::channel();
             let dns = args.dns;
@@ -342,7 +354,7 @@ fn main() {
             "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
             "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
         );
-        let mut base = 0u64;
+        let mut base = random_base();
         for &rate in &args.rates {
             let (tx, rx) = mpsc::channel();
             let dns = args.dns;
