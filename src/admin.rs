@@ -329,8 +329,6 @@ pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -
             fqdn,
             wildcard,
             offline,
-            disable,
-            enable,
         } => {
             let fqdn = name("host", &fqdn)?;
             let host = store
@@ -343,15 +341,6 @@ pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -
             }
             if let Some(offline) = offline {
                 flags.offline = offline;
-            }
-            if let Some(reason) = disable {
-                if reason.trim().is_empty() {
-                    bail!("--disable needs a reason the owner will see");
-                }
-                flags.disabled = Some(reason);
-            }
-            if enable {
-                flags.disabled = None;
             }
             store.set_host_flags(&actor, &fqdn, flags.clone()).await?;
             println!(

@@ -148,7 +148,8 @@ pub(crate) enum HostCommand {
         #[arg(long)]
         user: Option<String>,
     },
-    /// Change a host's switches.
+    /// Change a host's wildcard and offline switches (`host disable` and
+    /// `host enable` handle the administrator's lock).
     Set {
         fqdn: String,
         /// Also answer for every name below the host.
@@ -157,12 +158,6 @@ pub(crate) enum HostCommand {
         /// Serve no address records until the next update.
         #[arg(long, value_parser = on_off)]
         offline: Option<bool>,
-        /// Refuse updates and serve no addresses, giving this reason.
-        #[arg(long, conflicts_with = "enable", value_name = "REASON")]
-        disable: Option<String>,
-        /// Lift an administrator's --disable.
-        #[arg(long)]
-        enable: bool,
     },
     /// Remove a host.
     Remove { fqdn: String },
