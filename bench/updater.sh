@@ -132,3 +132,5 @@ done
 echo "## good -> served"
 python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES"
 curl -s "$url/metrics" | grep -E '^ddserver_updater_(commit_batches|argon2|auth_cache)' || true
+echo "server log: $(grep -c -E 'ERROR|WARN' "$work/serve.log" || true) warnings/errors"
+grep -E 'ERROR|WARN' "$work/serve.log" | head -5 || true
