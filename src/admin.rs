@@ -5,7 +5,7 @@
 
 use std::io::BufRead;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ddserver_store::{
     Actor, HostFilter, HostFlags, Name, NewHost, NewRecord, NewUser, NewZone, RecordType, Role,
     SoaTimers, Store, UserState,
@@ -18,7 +18,8 @@ use crate::zonefile;
 /// Parses a name typed by an administrator, with the argument's role in the
 /// error message.
 fn name(what: &str, text: &str) -> Result<Name> {
-    Name::parse(text).with_context(|| format!("{what} '{text}'"))
+    // The name error quotes the name itself; say only which argument it was.
+    Name::parse(text).map_err(|e| anyhow!("{what}: {e}"))
 }
 
 /// Reads a secret from the first line of standard input, or generates one
@@ -323,6 +324,46 @@ pub(crate) async fn host(store: &Store, config: &Config, command: HostCommand) -
                     flags.join(",")
                 );
             }
+        }
+        HostCommand::Set {
+            fqdn,
+            wildcard,
+            offline,
+            disable,
+            enable,
+        } => {
+            let fqdn = name("host", &fqdn)?;
+            let host = store
+                .host_by_fqdn(&fqdn)
+                .await?
+                .with_context(|| format!("host {} does not exist", fqdn.to_unicode()))?;
+            let mut flags = host.flags;
+            if let Some(wildcard) = wildcard {
+                flags.wildcard = wildcard;
+            }
+            if let Some(offline) = offline {
+                flags.offline = offline;
+            }
+            if let Some(reason) = disable {
+                if reason.trim().is_empty() {
+                    bail!("--disable needs a reason the owner will see");
+                }
+                flags.disabled = Some(reason);
+            }
+            if enable {
+                flags.disabled = None;
+            }
+            store.set_host_flags(&actor, &fqdn, flags.clone()).await?;
+            println!(
+                "host {}: wildcard {}, offline {}, {}",
+                fqdn.to_unicode(),
+                if flags.wildcard { "on" } else { "off" },
+                if flags.offline { "on" } else { "off" },
+                match &flags.disabled {
+                    Some(reason) => format!("disabled ({reason})"),
+                    None => "enabled".into(),
+                }
+            );
         }
         HostCommand::Remove { fqdn } => {
             let fqdn = name("host", &fqdn)?;

@@ -148,6 +148,22 @@ pub(crate) enum HostCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Change a host's switches.
+    Set {
+        fqdn: String,
+        /// Also answer for every name below the host.
+        #[arg(long, value_parser = on_off)]
+        wildcard: Option<bool>,
+        /// Serve no address records until the next update.
+        #[arg(long, value_parser = on_off)]
+        offline: Option<bool>,
+        /// Refuse updates and serve no addresses, giving this reason.
+        #[arg(long, conflicts_with = "enable", value_name = "REASON")]
+        disable: Option<String>,
+        /// Lift an administrator's --disable.
+        #[arg(long)]
+        enable: bool,
+    },
     /// Remove a host.
     Remove { fqdn: String },
     /// Refuse the host's updates (answered `abuse`) and stop serving it.
@@ -166,6 +182,15 @@ pub(crate) enum HostCommand {
         #[command(flatten)]
         secret: SecretArgs,
     },
+}
+
+/// `on`/`off` (also yes/no, true/false) for switches.
+fn on_off(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("'{text}' is not on or off")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,7 @@ pub(crate) enum ConfigError {
 pub(crate) struct Config {
     pub(crate) database: DatabaseConfig,
     pub(crate) responder: ResponderConfig,
+    pub(crate) feed: FeedConfig,
     pub(crate) updater: UpdaterConfig,
     pub(crate) webui: WebuiConfig,
     pub(crate) hosts: HostsConfig,
@@ -92,8 +93,19 @@ pub(crate) struct ResponderConfig {
     pub(crate) io: IoChoice,
     /// Pin each worker to a core where the system allows it.
     pub(crate) pin_workers: bool,
-    /// Unix socket on which writers push changes to this responder.
+    /// Unix socket on which this responder (and `serve`) accepts pushed
+    /// changes, and to which writers on this machine (admin commands, the
+    /// updater) push them. Empty: no socket; the responder follows the
+    /// change log alone and writers push only to `[feed] push_sockets`.
     pub(crate) control_socket: PathBuf,
+    /// Permissions of the control socket file (any local user who can
+    /// connect can make the responder read the log early, nothing more).
+    /// 0o000..=0o777.
+    pub(crate) control_socket_mode: u32,
+    /// Address of the Prometheus `/metrics` HTTP listener (applied serial,
+    /// database serial, lag, changes applied, reloads, load time). Unset:
+    /// no listener. The conventional port is 9153.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// The UDP payload size we advertise in EDNS(0) OPT (RFC 6891 §6.2.5);
     /// 1232 avoids IP fragmentation (DNS flag day 2020). Range 512..=4096.
     pub(crate) udp_payload: u16,
@@ -115,11 +127,47 @@ impl Default for ResponderConfig {
             io: IoChoice::Auto,
             pin_workers: true,
             control_socket: PathBuf::from("ddserver-responder.sock"),
+            control_socket_mode: 0o600,
+            metrics_listen: None,
             udp_payload: 1232,
             tcp_idle_timeout: 10,
             tcp_max_connections: 1024,
             chaos: false,
             server_id: None,
+        }
+    }
+}
+
+/// `[feed]`: how committed changes reach responders.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FeedConfig {
+    /// Milliseconds between reads of the change log when nothing is pushed:
+    /// the safety net for lost pushes and the only path for a responder
+    /// without a control socket. 10..=60000.
+    pub(crate) poll_interval_ms: u64,
+    /// Seconds a change-log entry is kept; a responder that falls further
+    /// behind reloads everything. 0 = keep forever; else 1..=31536000.
+    pub(crate) retention: u64,
+    /// Seconds between prunes of the change log (by `serve` and
+    /// `responder`). 1..=86400.
+    pub(crate) prune_interval: u64,
+    /// Further responder control sockets that writers in this process push
+    /// to, besides `[responder] control_socket`.
+    pub(crate) push_sockets: Vec<PathBuf>,
+    /// Milliseconds a writer waits to connect or write a push, and the most
+    /// an admin command waits for its pushes before exiting. 1..=10000.
+    pub(crate) push_timeout_ms: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            retention: 7 * 86400,
+            prune_interval: 600,
+            push_sockets: Vec::new(),
+            push_timeout_ms: 500,
         }
     }
 }
@@ -436,7 +484,15 @@ fn strings_one_or_many<'de, D: Deserializer<'de>>(
 }
 
 /// The sections an environment variable may address.
-const SECTIONS: &[&str] = &["database", "responder", "updater", "webui", "hosts", "log"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "responder",
+    "feed",
+    "updater",
+    "webui",
+    "hosts",
+    "log",
+];
 
 /// Environment variables with our prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DDSERVER_CONFIG"];
@@ -535,6 +591,37 @@ impl Config {
             return Err(invalid(format!(
                 "responder.workers = {} is more than 1024",
                 r.workers
+            )));
+        }
+        if r.control_socket_mode > 0o777 {
+            return Err(invalid(format!(
+                "responder.control_socket_mode = {:#o} is outside 0o000..=0o777",
+                r.control_socket_mode
+            )));
+        }
+        let f = &self.feed;
+        if !(10..=60_000).contains(&f.poll_interval_ms) {
+            return Err(invalid(format!(
+                "feed.poll_interval_ms = {} is outside 10..=60000",
+                f.poll_interval_ms
+            )));
+        }
+        if f.retention > 31_536_000 {
+            return Err(invalid(format!(
+                "feed.retention = {} s is more than a year (31536000); 0 keeps entries forever",
+                f.retention
+            )));
+        }
+        if !(1..=86400).contains(&f.prune_interval) {
+            return Err(invalid(format!(
+                "feed.prune_interval = {} s is outside 1..=86400",
+                f.prune_interval
+            )));
+        }
+        if !(1..=10_000).contains(&f.push_timeout_ms) {
+            return Err(invalid(format!(
+                "feed.push_timeout_ms = {} is outside 1..=10000",
+                f.push_timeout_ms
             )));
         }
         self.updater.validate(&invalid)?;
@@ -701,6 +788,40 @@ mod tests {
         assert!(err.to_string().contains("nonsense"), "{err}");
         let err = load_str("[database]\nurl = \"postgres://x\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn feed_settings() {
+        let config = load_str(
+            "[responder]\ncontrol_socket = \"\"\nmetrics_listen = \"127.0.0.1:9153\"\n\
+             control_socket_mode = 0o660\n[feed]\npoll_interval_ms = 50\nretention = 0\n\
+             push_sockets = [\"/run/a.sock\", \"/run/b.sock\"]\n",
+            &[("DDSERVER_FEED_PUSH_TIMEOUT_MS", "100")],
+        )
+        .unwrap();
+        assert_eq!(config.responder.control_socket, PathBuf::new());
+        assert_eq!(config.responder.control_socket_mode, 0o660);
+        assert_eq!(
+            config.responder.metrics_listen,
+            Some("127.0.0.1:9153".parse().unwrap())
+        );
+        assert_eq!(config.feed.poll_interval_ms, 50);
+        assert_eq!(config.feed.retention, 0);
+        assert_eq!(config.feed.push_sockets.len(), 2);
+        assert_eq!(config.feed.push_timeout_ms, 100);
+        let defaults = Config::default();
+        assert_eq!(defaults.responder.metrics_listen, None);
+        assert_eq!(defaults.feed.poll_interval_ms, 200);
+        for bad in [
+            "[feed]\npoll_interval_ms = 5\n",
+            "[feed]\nretention = 99999999999\n",
+            "[feed]\nprune_interval = 0\n",
+            "[feed]\npush_timeout_ms = 0\n",
+            "[feed]\npol_interval_ms = 50\n",
+            "[responder]\ncontrol_socket_mode = 0o1777\n",
+        ] {
+            assert!(load_str(bad, &[]).is_err(), "{bad}");
+        }
     }
 
     #[test]

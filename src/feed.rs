@@ -14,17 +14,28 @@
 //! next tick (re-applying what lies beyond it, harmlessly) until it fills or
 //! is old enough to be a rolled-back transaction.
 //!
+//! Pruning: entries older than `[feed] retention` are deleted. A follower
+//! whose applied serial lies below the oldest kept entry minus one has lost
+//! entries it never applied; it reloads everything ([`Follower::reload`]:
+//! one batch that removes every zone it served and loads the database's
+//! state anew, applied with one publish) instead of applying a partial log.
+//!
 //! This module converts store types into the responder's plain input types;
-//! it is the only place that knows both.
+//! it is the only place that knows both. It never writes to the database
+//! except to prune the change log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use ddserver_responder::{Change, HostData, RecordData, Soa, StaticRecord, ZoneData};
-use ddserver_store::{ChangeKind, Host, Name, RecordValue, Store};
+use ddserver_responder::{Change, HostData, ZoneData};
+use ddserver_store::{ChangeKind, Host, Name, Store};
 
+use crate::zoneload::read_zone;
+
+/// Hosts per snapshot batch during the full load.
+const HOST_BATCH: usize = 10_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
 /// A gap in the serials older than this is a rolled-back transaction, not
@@ -37,10 +48,9 @@ const GAP_PATIENCE: Duration = Duration::from_secs(10);
 enum ZoneWork {
     /// Only hosts changed: refresh the SOA serial.
     Serial,
-    /// Static records changed: reload the zone's apex data and records.
-    Records,
-    /// Created or removed: drop what we serve and load it anew.
-    Recreate,
+    /// Created, removed, or its apex data or static records changed: drop
+    /// what we serve of it and load it anew.
+    Reload,
 }
 
 /// What the full load put in the snapshot.
@@ -58,6 +68,22 @@ pub(crate) struct Follower {
     applied: u64,
     /// Gaps above `applied` and when we first saw each.
     gaps: BTreeMap<u64, Instant>,
+    /// The zones handed to the snapshot writer, so a reload can remove
+    /// those the database no longer has.
+    zones: BTreeSet<String>,
+    /// Full reloads after falling behind the pruned log.
+    reloads: u64,
+}
+
+/// What one [`Follower::catch_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CatchUp {
+    /// Change-log entries read.
+    pub(crate) read: usize,
+    /// Changes handed to the snapshot writer.
+    pub(crate) changes: usize,
+    /// Whether it had to reload everything (fell behind the pruned range).
+    pub(crate) reloaded: bool,
 }
 
 impl Follower {
@@ -66,7 +92,71 @@ impl Follower {
             store,
             applied: 0,
             gaps: BTreeMap::new(),
+            zones: BTreeSet::new(),
+            reloads: 0,
         }
+    }
+
+    /// The store this follower reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Full reloads so far.
+    pub(crate) fn reloads(&self) -> u64 {
+        self.reloads
+    }
+
+    /// Reloads everything as one batch (one publish): every zone served so
+    /// far is removed and every zone and host in the database loaded again,
+    /// so the workers switch from the old state to the new one at once.
+    /// The batch holds all hosts in memory while it is built; that is the
+    /// price of never serving a half-loaded state, paid only after a
+    /// responder fell behind the pruned change log.
+    pub(crate) async fn reload<F, Fut>(&mut self, apply: F) -> Result<Loaded>
+    where
+        F: Fn(Vec<Change>) -> Fut,
+        Fut: Future<Output = Result<usize>>,
+    {
+        let serial = self.store.latest_serial().await?;
+        let mut batch: Vec<Change> = self
+            .zones
+            .iter()
+            .map(|zone| Change::RemoveZone(zone.clone()))
+            .collect();
+        let mut zones = BTreeSet::new();
+        let mut names = 0;
+        for zone in self.store.list_zones().await? {
+            let name = zone.name.as_str().to_owned();
+            let loaded = read_zone(&self.store, zone).await?;
+            names += loaded.data.records.len() + loaded.address_names.len();
+            batch.push(Change::UpsertZone(loaded.data));
+            batch.extend(
+                loaded
+                    .address_names
+                    .into_iter()
+                    .map(|h| Change::UpsertHost(name.clone(), h)),
+            );
+            zones.insert(name);
+        }
+        let mut hosts = self.store.host_pages(HOST_BATCH);
+        while let Some(page) = hosts.next_batch().await? {
+            names += page.len();
+            batch
+                .extend(page.iter().map(|host| {
+                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
+                }));
+        }
+        apply(batch).await?;
+        self.zones = zones;
+        self.applied = serial;
+        self.gaps.clear();
+        self.reloads += 1;
+        Ok(Loaded {
+            zones: self.zones.len(),
+            names,
+            serial: self.applied,
+        })
     }
 
     /// The highest serial up to which everything is applied.
@@ -81,15 +171,29 @@ impl Follower {
         F: Fn(Vec<Change>) -> Fut,
         Fut: Future<Output = Result<usize>>,
     {
-        let mut full = self.store.load_all().await?;
-        self.applied = full.serial;
-        let zones = full.zones.len();
+        // The serial first: replaying the log from it after the load covers
+        // every change the load may have missed.
+        let serial = self.store.latest_serial().await?;
+        self.applied = serial;
+        let zone_list = self.store.list_zones().await?;
+        let zones = zone_list.len();
         let mut names = 0;
-        for zone in full.zones {
-            names += zone.records.len();
-            apply(vec![Change::UpsertZone(zone_data(&zone)?)]).await?;
+        for zone in zone_list {
+            let name = zone.name.as_str().to_owned();
+            self.zones.insert(name.clone());
+            let loaded = read_zone(&self.store, zone).await?;
+            names += loaded.data.records.len() + loaded.address_names.len();
+            apply(vec![Change::UpsertZone(loaded.data)]).await?;
+            for chunk in loaded.address_names.chunks(HOST_BATCH) {
+                let batch = chunk
+                    .iter()
+                    .map(|h| Change::UpsertHost(name.clone(), h.clone()))
+                    .collect();
+                apply(batch).await?;
+            }
         }
-        while let Some(page) = full.hosts.next_batch().await? {
+        let mut hosts = self.store.host_pages(HOST_BATCH);
+        while let Some(page) = hosts.next_batch().await? {
             names += page.len();
             let batch = page
                 .iter()
@@ -105,20 +209,41 @@ impl Follower {
         })
     }
 
-    /// Applies every change committed since the last call, in batches.
-    /// Returns how many change-log entries were read.
-    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<usize>
+    /// Applies every change committed since the last call, in batches of
+    /// up to 2000 entries, each with one publish; reloads everything first
+    /// when entries it needs were pruned.
+    pub(crate) async fn catch_up<F, Fut>(&mut self, apply: F) -> Result<CatchUp>
     where
         F: Fn(Vec<Change>) -> Fut,
         Fut: Future<Output = Result<usize>>,
     {
-        let mut total = 0;
+        let mut done = CatchUp::default();
         loop {
             let entries = self.store.changes_since(self.applied, BATCH).await?;
-            if entries.is_empty() {
-                return Ok(total);
+            let Some(first) = entries.first() else {
+                return Ok(done);
+            };
+            if first.serial > self.applied + 1 && !done.reloaded {
+                // A gap right after what we applied: a transaction still in
+                // flight (MySQL), a rolled-back one, or pruning. Only the
+                // last loses data.
+                if let Some(oldest) = self.store.oldest_serial().await?
+                    && self.applied + 1 < oldest
+                {
+                    let behind = self.applied;
+                    let loaded = self.reload(&apply).await?;
+                    tracing::warn!(
+                        applied = behind,
+                        oldest,
+                        serial = loaded.serial,
+                        names = loaded.names,
+                        "responder: fell behind the pruned change log; reloaded everything"
+                    );
+                    done.reloaded = true;
+                    continue;
+                }
             }
-            total += entries.len();
+            done.read += entries.len();
             let last = entries.last().map(|c| c.serial).unwrap_or(self.applied);
             let full_batch = entries.len() == BATCH as usize;
 
@@ -128,8 +253,10 @@ impl Follower {
             for entry in &entries {
                 let zone = entry.zone.as_str().to_owned();
                 let work = match entry.kind {
-                    ChangeKind::ZoneAdded | ChangeKind::ZoneRemoved => ZoneWork::Recreate,
-                    ChangeKind::ZoneChanged | ChangeKind::RecordsChanged => ZoneWork::Records,
+                    ChangeKind::ZoneAdded
+                    | ChangeKind::ZoneRemoved
+                    | ChangeKind::ZoneChanged
+                    | ChangeKind::RecordsChanged => ZoneWork::Reload,
                     ChangeKind::HostAdded | ChangeKind::HostChanged | ChangeKind::HostRemoved => {
                         hosts.insert((zone.clone(), entry.name.as_str().to_owned()));
                         ZoneWork::Serial
@@ -143,20 +270,25 @@ impl Follower {
                 let name =
                     Name::parse(zone).map_err(|e| anyhow!("zone {zone} in the change log: {e}"))?;
                 let current = self.store.zone_by_name(&name).await?;
-                if *work == ZoneWork::Recreate {
-                    // Removed, or removed and added again: start from nothing
-                    // so no host of the old zone survives.
+                if *work >= ZoneWork::Reload {
+                    // Removed, re-created or its static records changed:
+                    // drop what we serve and load the zone anew, hosts
+                    // included, so nothing of the old state survives (plain
+                    // address names live beside the hosts; see zoneload).
                     batch.push(Change::RemoveZone(zone.clone()));
+                    self.zones.remove(zone);
                 }
                 let Some(current) = current else { continue };
-                if *work >= ZoneWork::Records {
-                    let records = self.store.list_records(&name).await?;
-                    batch.push(Change::UpsertZone(zone_data(&ddserver_store::ZoneData {
-                        zone: current,
-                        records,
-                    })?));
-                }
-                if *work == ZoneWork::Recreate {
+                self.zones.insert(zone.clone());
+                if *work >= ZoneWork::Reload {
+                    let loaded = read_zone(&self.store, current).await?;
+                    batch.push(Change::UpsertZone(loaded.data));
+                    batch.extend(
+                        loaded
+                            .address_names
+                            .into_iter()
+                            .map(|h| Change::UpsertHost(zone.clone(), h)),
+                    );
                     let filter = ddserver_store::HostFilter {
                         zone: Some(name.clone()),
                         owner: None,
@@ -167,7 +299,7 @@ impl Follower {
                 }
             }
             for (zone, fqdn) in &hosts {
-                if zones.get(zone) == Some(&ZoneWork::Recreate) {
+                if zones.get(zone) >= Some(&ZoneWork::Reload) {
                     continue; // the zone's reload above covered its hosts
                 }
                 let name =
@@ -188,10 +320,11 @@ impl Follower {
                     }
                 }
             }
+            done.changes += batch.len();
             apply(batch).await?;
             self.advance(&entries.iter().map(|c| c.serial).collect::<Vec<_>>(), last);
             if !full_batch {
-                return Ok(total);
+                return Ok(done);
             }
         }
     }
@@ -240,90 +373,6 @@ pub(crate) fn host_data(host: &Host) -> HostData {
     }
 }
 
-/// A stored zone with its static records as the responder serves it.
-pub(crate) fn zone_data(stored: &ddserver_store::ZoneData) -> Result<ZoneData> {
-    let zone = &stored.zone;
-    let apex = zone.name.as_str();
-    let mut records = Vec::with_capacity(stored.records.len());
-    for record in &stored.records {
-        let value = RecordValue::parse(record.rtype, &record.rdata).map_err(|e| {
-            anyhow!(
-                "stored record '{} {} {}' cannot be served: {e}",
-                record.owner,
-                record.rtype,
-                record.rdata
-            )
-        })?;
-        let owner = if record.owner.as_str() == apex {
-            "@".to_owned()
-        } else {
-            relative(record.owner.as_str(), apex)
-        };
-        records.push(StaticRecord {
-            owner,
-            ttl: record.ttl,
-            data: record_data(value)
-                .with_context(|| format!("stored record '{} {}'", record.owner, record.rtype))?,
-        });
-    }
-    Ok(ZoneData {
-        name: apex.to_owned(),
-        soa: Soa {
-            mname: zone.mname.as_str().to_owned(),
-            rname: zone.rname.as_str().to_owned(),
-            serial: zone.serial,
-            refresh: zone.timers.refresh,
-            retry: zone.timers.retry,
-            expire: zone.timers.expire,
-            minimum: zone.timers.minimum,
-            ttl: zone.timers.soa_ttl,
-        },
-        ns: zone.ns.iter().map(|n| n.as_str().to_owned()).collect(),
-        ns_ttl: zone.timers.soa_ttl,
-        default_ttl: zone.default_ttl,
-        records,
-    })
-}
-
-fn record_data(value: RecordValue) -> Result<RecordData> {
-    let text = |bytes: Vec<u8>| {
-        String::from_utf8(bytes)
-            .map_err(|_| anyhow!("character-strings that are not UTF-8 are not served yet"))
-    };
-    Ok(match value {
-        RecordValue::A(a) => RecordData::A(a),
-        RecordValue::Aaaa(a) => RecordData::Aaaa(a),
-        RecordValue::Mx {
-            preference,
-            exchange,
-        } => RecordData::Mx {
-            preference,
-            exchange,
-        },
-        RecordValue::Txt(strings) => {
-            RecordData::Txt(strings.into_iter().map(text).collect::<Result<_>>()?)
-        }
-        RecordValue::Cname(target) => RecordData::Cname(target),
-        RecordValue::Srv {
-            priority,
-            weight,
-            port,
-            target,
-        } => RecordData::Srv {
-            priority,
-            weight,
-            port,
-            target,
-        },
-        RecordValue::Caa { flags, tag, value } => RecordData::Caa {
-            flags,
-            tag,
-            value: text(value)?,
-        },
-        RecordValue::Ns(target) => RecordData::Ns(target),
-    })
-}
-
 /// A zone and its hosts, for `zone export`.
 pub(crate) async fn zone_with_hosts(
     store: &Store,
@@ -333,21 +382,14 @@ pub(crate) async fn zone_with_hosts(
         .zone_by_name(zone)
         .await?
         .with_context(|| format!("zone {} does not exist", zone.to_unicode()))?;
-    let records = store.list_records(zone).await?;
-    let data = zone_data(&ddserver_store::ZoneData {
-        zone: stored,
-        records,
-    })?;
-    let hosts = store
-        .list_hosts(ddserver_store::HostFilter {
-            zone: Some(zone.clone()),
-            owner: None,
-        })
-        .await?
-        .iter()
-        .map(host_data)
-        .collect();
-    Ok((data, hosts))
+    let loaded = read_zone(store, stored).await?;
+    let mut hosts = loaded.address_names;
+    let filter = ddserver_store::HostFilter {
+        zone: Some(zone.clone()),
+        owner: None,
+    };
+    hosts.extend(store.list_hosts(filter).await?.iter().map(host_data));
+    Ok((loaded.data, hosts))
 }
 
 #[cfg(test)]

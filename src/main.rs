@@ -10,10 +10,13 @@
 mod admin;
 mod cli;
 mod config;
+mod control;
 mod feed;
+mod metrics;
 mod serve;
 mod updater;
 mod zonefile;
+mod zoneload;
 
 use std::process::ExitCode;
 
@@ -88,6 +91,25 @@ async fn open_store(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
+/// Runs an admin command with its commits pushed to the responders, and
+/// waits (at most `[feed] push_timeout_ms`) until the pushes are written
+/// before the process exits. Exit 0 still means only "committed": a push
+/// that could not be delivered is covered by the responders' polling.
+async fn admin_command(
+    store: &Store,
+    config: &Config,
+    what: &str,
+    command: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    control::start_pushing(store, config, &format!("ddserver {what}"), None);
+    let result = command.await;
+    let timeout = std::time::Duration::from_millis(config.feed.push_timeout_ms);
+    if !store.flush_pushes(timeout).await {
+        tracing::debug!("feed: pushes not delivered within {timeout:?}; responders poll the log");
+    }
+    result
+}
+
 async fn run(command: Command, config: &Config) -> Result<()> {
     let store = open_store(config).await?;
     let result = match command {
@@ -99,9 +121,24 @@ async fn run(command: Command, config: &Config) -> Result<()> {
             Ok(())
         }
         Command::CheckConfig => unreachable!("handled before the runtime starts"),
-        Command::Zone(command) => admin::zone(&store, config, command).await,
-        Command::User(command) => admin::user(&store, config, command).await,
-        Command::Host(command) => admin::host(&store, config, command).await,
+        Command::Zone(command) => {
+            admin_command(&store, config, "zone", async {
+                admin::zone(&store, config, command).await
+            })
+            .await
+        }
+        Command::User(command) => {
+            admin_command(&store, config, "user", async {
+                admin::user(&store, config, command).await
+            })
+            .await
+        }
+        Command::Host(command) => {
+            admin_command(&store, config, "host", async {
+                admin::host(&store, config, command).await
+            })
+            .await
+        }
         Command::Audit { limit } => admin::audit(&store, limit).await,
     };
     store.close().await;

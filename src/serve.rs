@@ -7,8 +7,15 @@
 //! change log is followed and each batch of changes is applied with one
 //! publish. The packet path (`ddserver_responder::io` + `handle`) sees only
 //! snapshots; it never learns that a database exists.
+//!
+//! The follower runs a catch-up when a push wakes it (control socket, or in
+//! `serve` the store's in-process announcements; see `control.rs`) and at
+//! least every `[feed] poll_interval_ms`. The same process prunes the
+//! change log (`[feed] retention`) and serves `/metrics` if configured.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,12 +27,9 @@ use ddserver_store::{Actor, NewUser, Role, Store, UserState};
 use tokio::sync::watch;
 
 use crate::config::{Config, IoChoice};
-use crate::feed::{self, Follower};
-
-/// How often the change log is read when nothing is pushed. Small enough
-/// that a change is served quickly, large enough to cost the database
-/// nothing (one indexed range query).
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
+use crate::control::{self, Wake};
+use crate::feed::{self, CatchUp, Follower};
+use crate::metrics::{self, FeedMetrics};
 
 /// Work for the snapshot writer's thread.
 enum WriterJob {
@@ -106,7 +110,10 @@ pub(crate) struct RunningResponder {
     server: io::Server,
     writer: WriterThread,
     follower: tokio::task::JoinHandle<()>,
+    control: Option<tokio::task::JoinHandle<()>>,
     stop_follower: watch::Sender<bool>,
+    wake: Arc<Wake>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl RunningResponder {
@@ -122,6 +129,9 @@ impl RunningResponder {
     pub(crate) async fn stop(self) -> Result<()> {
         let _ = self.stop_follower.send(true);
         let _ = self.follower.await;
+        if let Some(control) = self.control {
+            let _ = control.await;
+        }
         tokio::task::spawn_blocking(move || {
             let result = self.server.shutdown();
             self.writer.stop();
@@ -170,6 +180,32 @@ fn handler_config(config: &Config) -> HandlerConfig {
 /// Loads everything from the store, opens the sockets and starts following
 /// the change log.
 pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<RunningResponder> {
+    let metrics = Arc::new(FeedMetrics::default());
+    let wake = Arc::new(Wake::default());
+    let (stop_follower, stopped) = watch::channel(false);
+
+    // The control socket opens before the load, so writers that commit
+    // meanwhile find it; what they push is covered by the load's catch-up.
+    let control_path = config.responder.control_socket.clone();
+    let control = if control_path.as_os_str().is_empty() {
+        None
+    } else {
+        let listener =
+            control::bind_control_socket(&control_path, config.responder.control_socket_mode)
+                .await?;
+        Some(control::serve_control_socket(
+            listener,
+            control_path,
+            wake.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        ))
+    };
+    let metrics_addr = match config.responder.metrics_listen {
+        Some(addr) => Some(metrics::serve_metrics(addr, metrics.clone(), stopped.clone()).await?),
+        None => None,
+    };
+
     let started = Instant::now();
     let writer = SnapshotWriter::new(&handler_config(config));
     let shared = writer.shared();
@@ -180,67 +216,249 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
         .load_all(|batch| writer.handle.apply(batch))
         .await
         .context("loading zones and hosts from the database")?;
+    release_free_memory();
+    let load_time = started.elapsed();
+    metrics
+        .load_micros
+        .store(load_time.as_micros() as u64, Ordering::Relaxed);
+    metrics
+        .loaded_names
+        .store(loaded.names as u64, Ordering::Relaxed);
+    metrics
+        .applied_serial
+        .store(follower.applied(), Ordering::Relaxed);
+    metrics
+        .database_serial
+        .store(loaded.serial, Ordering::Relaxed);
     tracing::info!(
         zones = loaded.zones,
         names = loaded.names,
         serial = loaded.serial,
-        "responder: loaded from the database in {:.2?}",
-        started.elapsed()
+        "responder: loaded from the database in {load_time:.2?}"
     );
 
     let io_config = io_config(config);
-    let server = tokio::task::spawn_blocking(move || {
-        io::start(
-            &io_config,
-            shared,
-            |snapshot, query, response, transport| handle(snapshot, query, response, transport),
-        )
-    })
-    .await
-    .context("starting the responder's workers")?
-    .context("opening the responder's sockets")?;
+    let server = tokio::task::spawn_blocking(move || io::start(&io_config, shared, handle))
+        .await
+        .context("starting the responder's workers")?
+        .context("opening the responder's sockets")?;
 
-    let (stop_follower, mut stopped) = watch::channel(false);
     let handle = writer.handle.clone();
-    let follow = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stopped.changed() => break,
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-            }
-            match follower.catch_up(|batch| handle.apply(batch)).await {
-                Ok(0) => {}
-                Ok(read) => tracing::debug!(
-                    read,
-                    applied = follower.applied(),
-                    "responder: caught up with the change log"
-                ),
-                Err(e) => {
-                    // The database may be down: keep serving the snapshot we
-                    // have and try again at the next tick.
-                    tracing::warn!("responder: reading the change log failed: {e:#}");
-                }
-            }
-        }
-    });
+    let follow = tokio::spawn(follow(
+        follower,
+        handle,
+        Duration::from_millis(config.feed.poll_interval_ms),
+        wake.clone(),
+        metrics.clone(),
+        stopped.clone(),
+    ));
+    if config.feed.retention > 0 {
+        tokio::spawn(prune(
+            store.clone(),
+            config.feed.retention,
+            Duration::from_secs(config.feed.prune_interval),
+            metrics.clone(),
+            stopped,
+        ));
+    }
     Ok(RunningResponder {
         server,
         writer,
         follower: follow,
+        control,
         stop_follower,
+        wake,
+        metrics_addr,
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+/// Returns the full load's temporaries to the operating system, so the
+/// resident size reflects the snapshot (mimalloc otherwise keeps freed pages
+/// for reuse for a while).
+fn release_free_memory() {
+    unsafe extern "C" {
+        /// mimalloc's `mi_collect` (libmimalloc-sys links it).
+        fn mi_collect(force: bool);
     }
-    Ok(())
+    // SAFETY: mi_collect only releases memory no allocation uses; it takes
+    // no pointers and is safe to call from any thread.
+    unsafe { mi_collect(true) };
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is created: install it
+/// before opening any socket, so a signal that arrives while the service
+/// starts still stops it cleanly instead of killing it.
+pub(crate) struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    pub(crate) fn install() -> Result<ShutdownSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignal {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub(crate) async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = self.int.recv() => tracing::info!("SIGINT received, stopping"),
+        }
+    }
+}
+
+/// The longest one catch-up may take before it counts as failed. The
+/// database pool retries connecting for much longer, which would hide an
+/// outage from the logs and metrics. Cancelling a catch-up is harmless:
+/// each batch moves the applied mark only after it was applied, and
+/// applying again is idempotent; progress made by earlier batches stays.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The follower's loop: a catch-up at every wake-up by a push and at every
+/// poll tick, until `stop`.
+async fn follow(
+    mut follower: Follower,
+    handle: WriterHandle,
+    poll: Duration,
+    wake: Arc<Wake>,
+    metrics: Arc<FeedMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next_poll = tokio::time::Instant::now() + poll;
+    let mut failing = false;
+    loop {
+        let polled = tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep_until(next_poll) => true,
+            _ = wake.woken() => false,
+        };
+        if polled {
+            next_poll = tokio::time::Instant::now() + poll;
+            let latest = follower.store().latest_serial();
+            if let Ok(Ok(latest)) = tokio::time::timeout(CATCH_UP_TIMEOUT, latest).await {
+                metrics.database_serial.store(latest, Ordering::Relaxed);
+            }
+        } else if wake.hinted() <= follower.applied() && wake.hinted() != 0 {
+            // A push about what a catch-up already covered (pushes that
+            // arrived during the last catch-up): nothing to read.
+            continue;
+        }
+        let started = Instant::now();
+        let caught_up = tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            follower.catch_up(|batch| handle.apply(batch)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "no answer from the database within {CATCH_UP_TIMEOUT:?}"
+            ))
+        });
+        match caught_up {
+            Ok(done) => {
+                let applied = follower.applied();
+                metrics.applied_serial.store(applied, Ordering::Relaxed);
+                metrics
+                    .database_serial
+                    .fetch_max(applied, Ordering::Relaxed);
+                metrics
+                    .entries_read
+                    .fetch_add(done.read as u64, Ordering::Relaxed);
+                metrics
+                    .changes_applied
+                    .fetch_add(done.changes as u64, Ordering::Relaxed);
+                metrics.reloads.store(follower.reloads(), Ordering::Relaxed);
+                log_catch_up(done, applied, started.elapsed(), failing);
+                failing = false;
+            }
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                // The database may be down: keep serving the snapshot we
+                // have and try again at the next tick; say so once.
+                if !failing {
+                    tracing::warn!(
+                        "responder: reading the change log failed; serving the last snapshot \
+                         until the database answers again: {e:#}"
+                    );
+                } else {
+                    tracing::debug!("responder: reading the change log failed: {e:#}");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// One log line per catch-up worth reporting: large ones, slow ones, reloads
+/// and the first after an outage; the everyday small ones at debug level.
+fn log_catch_up(done: CatchUp, applied: u64, took: Duration, recovering: bool) {
+    if done.read == 0 && !recovering && !done.reloaded {
+        return;
+    }
+    if done.read >= 1000 || took >= Duration::from_secs(1) || recovering || done.reloaded {
+        tracing::info!(
+            read = done.read,
+            changes = done.changes,
+            applied,
+            reloaded = done.reloaded,
+            "responder: caught up with the change log in {took:.2?}"
+        );
+    } else {
+        tracing::debug!(
+            read = done.read,
+            changes = done.changes,
+            applied,
+            "responder: caught up with the change log in {took:.2?}"
+        );
+    }
+}
+
+/// Deletes change-log entries older than `retention` seconds every
+/// `interval`, until `stop`. On a read-only replica this fails; that is
+/// logged once and the responder keeps serving.
+async fn prune(
+    store: Store,
+    retention: u64,
+    interval: Duration,
+    metrics: Arc<FeedMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let older_than = i64::try_from(now.saturating_sub(retention)).unwrap_or(0);
+        let actor = Actor {
+            name: "change-log pruning".into(),
+            address: None,
+        };
+        match store.prune_changes(&actor, older_than).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                metrics.pruned.fetch_add(deleted, Ordering::Relaxed);
+                tracing::info!(
+                    deleted,
+                    "feed: pruned change-log entries older than {retention} s"
+                );
+                warned = false;
+            }
+            Err(e) if !warned => {
+                tracing::warn!("feed: pruning the change log failed: {e}");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn describe(responder: &RunningResponder) -> String {
@@ -259,23 +477,45 @@ fn describe(responder: &RunningResponder) -> String {
     )
 }
 
+fn announce(config: &Config, responder: &RunningResponder) {
+    println!("DNS responder listening on {}", describe(responder));
+    let control = &config.responder.control_socket;
+    if !control.as_os_str().is_empty() {
+        println!("control socket {}", control.display());
+    }
+    if let Some(addr) = responder.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
+    }
+}
+
 /// `ddserver responder`.
 pub(crate) async fn responder(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = ShutdownSignal::install()?;
     let responder = start_responder(config, store).await?;
-    println!("DNS responder listening on {}", describe(&responder));
-    shutdown_signal().await?;
+    announce(config, &responder);
+    shutdown.wait().await;
     responder.stop().await
 }
 
 /// `ddserver serve`: every part in one process. Each part is one
 /// `start_*` call here and one `stop` at the end.
 pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = ShutdownSignal::install()?;
     first_start(store).await?;
     let responder = start_responder(config, store).await?;
-    println!("DNS responder listening on {}", describe(&responder));
+    // This process's own commits reach its responder in-process; other
+    // responders get them pushed.
+    control::follow_in_process(
+        store,
+        responder.wake.clone(),
+        responder.stop_follower.subscribe(),
+    );
+    let own = config.responder.control_socket.clone();
+    control::start_pushing(store, config, "ddserver serve", Some(own.as_path()));
+    announce(config, &responder);
     let updater = crate::updater::start_updater(config, store).await?;
     println!("ddserver is running; stop it with Ctrl-C or SIGTERM");
-    shutdown_signal().await?;
+    shutdown.wait().await;
     updater.stop().await;
     responder.stop().await
 }

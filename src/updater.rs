@@ -80,8 +80,11 @@ pub(crate) async fn start_updater(config: &Config, store: &Store) -> Result<Runn
 
 /// `ddserver updater`: the updater alone, until SIGTERM or SIGINT.
 pub(crate) async fn updater(config: &Config, store: &Store) -> Result<()> {
+    let shutdown = crate::serve::ShutdownSignal::install()?;
+    // Every committed update is pushed to the configured responders.
+    crate::control::start_pushing(store, config, "ddserver updater", None);
     let running = start_updater(config, store).await?;
-    let stopped = crate::serve::shutdown_signal().await;
+    shutdown.wait().await;
     running.stop().await;
-    stopped
+    Ok(())
 }

@@ -190,7 +190,7 @@ fn parse(mut zonefile: Zonefile, path: &str) -> Result<ParsedZone, ImportError> 
                 owner,
                 rtype: record.rtype(),
                 ttl,
-                rdata: record.data().to_string(),
+                rdata: mend_names(record.rtype(), record.data().to_string()),
             }),
             _ => {
                 return Err(ImportError::Unsupported {
@@ -237,6 +237,38 @@ fn parse(mut zonefile: Zonefile, path: &str) -> Result<ParsedZone, ImportError> 
     })
 }
 
+/// Puts the domain names inside RDATA in the form the store expects:
+/// absolute, with the trailing dot. Two quirks of `domain` 0.12's master
+/// file scanner are mended here:
+/// - RFC 1035 §5.1: "A free standing @ is used to denote the current
+///   origin", in RDATA too (`www CNAME @`); the scanner reads it there as a
+///   label, giving `@.<origin>`. `@` cannot be a label of a host name.
+/// - SRV's presentation form prints its target without the trailing dot.
+fn mend_names(rtype: Rtype, rdata: String) -> String {
+    let name_field = match rtype {
+        Rtype::CNAME | Rtype::NS => 0,
+        Rtype::MX => 1,
+        Rtype::SRV => 3,
+        _ => return rdata,
+    };
+    rdata
+        .split(' ')
+        .enumerate()
+        .map(|(i, field)| {
+            if i != name_field {
+                return field.to_owned();
+            }
+            let field = field.strip_prefix("@.").unwrap_or(field);
+            if field.ends_with('.') {
+                field.to_owned()
+            } else {
+                format!("{field}.")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Whether `name` is `zone` or below it (both lower-case, no trailing dot).
 fn is_at_or_below(name: &str, zone: &str) -> bool {
     name == zone
@@ -262,6 +294,7 @@ mod tests {
         ns1 IN A 127.0.0.1\n\
         @ IN MX 10 mail\n\
         www IN CNAME @\n\
+        mx2 IN MX 20 @\n\
         txt IN TXT \"hello world\" \"two\"\n\
         _sip._udp IN SRV 0 5 5060 sip\n\
         sub IN NS ns.sub\nns.sub IN A 192.0.2.1\n\
@@ -282,13 +315,18 @@ mod tests {
         let rtypes: Vec<_> = zone.records.iter().map(|r| r.rtype.to_string()).collect();
         assert_eq!(
             rtypes,
-            ["A", "MX", "CNAME", "TXT", "SRV", "NS", "A", "CAA", "AAAA"]
+            [
+                "A", "MX", "CNAME", "MX", "TXT", "SRV", "NS", "A", "CAA", "AAAA"
+            ]
         );
+        assert_eq!(zone.records[2].rdata, "Dyn.Example.NET.");
+        assert_eq!(zone.records[3].rdata, "20 Dyn.Example.NET.");
         assert_eq!(zone.records[0].owner, "ns1.dyn.example.net");
         assert_eq!(zone.records[0].ttl, 60);
         // Names inside RDATA keep the case they were written in (RFC 4343 §2.1).
         assert_eq!(zone.records[1].rdata, "10 mail.Dyn.Example.NET.");
-        assert_eq!(zone.records[4].owner, "_sip._udp.dyn.example.net");
+        assert_eq!(zone.records[5].owner, "_sip._udp.dyn.example.net");
+        assert_eq!(zone.records[5].rdata, "0 5 5060 sip.Dyn.Example.NET.");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use ddserver_responder::{
-    HandlerConfig, HostData, Outcome, RecordData, SnapshotWriter, Soa, StaticRecord, Transport, ZoneData,
-    handle,
+    HandlerConfig, HostData, Outcome, RecordData, SnapshotWriter, Soa, StaticRecord, Transport,
+    ZoneData, handle,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -29,9 +29,21 @@ fn writer() -> SnapshotWriter {
         ns_ttl: 3600,
         default_ttl: 60,
         records: vec![
-            StaticRecord { owner: "www".into(), ttl: 60, data: RecordData::Cname("h1.dyn.example.net".into()) },
-            StaticRecord { owner: "sub".into(), ttl: 60, data: RecordData::Ns("ns.sub.dyn.example.net".into()) },
-            StaticRecord { owner: "ns.sub".into(), ttl: 60, data: RecordData::A([192, 0, 2, 53].into()) },
+            StaticRecord {
+                owner: "www".into(),
+                ttl: 60,
+                data: RecordData::Cname("h1.dyn.example.net".into()),
+            },
+            StaticRecord {
+                owner: "sub".into(),
+                ttl: 60,
+                data: RecordData::Ns("ns.sub.dyn.example.net".into()),
+            },
+            StaticRecord {
+                owner: "ns.sub".into(),
+                ttl: 60,
+                data: RecordData::A([192, 0, 2, 53].into()),
+            },
             StaticRecord {
                 owner: "big".into(),
                 ttl: 60,
@@ -47,9 +59,17 @@ fn writer() -> SnapshotWriter {
             txt: vec!["token".into()],
             ..Default::default()
         },
-        HostData { name: "wild".into(), ipv4: Some([192, 0, 2, 9].into()), wildcard: true, ..Default::default() },
+        HostData {
+            name: "wild".into(),
+            ipv4: Some([192, 0, 2, 9].into()),
+            wildcard: true,
+            ..Default::default()
+        },
     ];
-    let config = HandlerConfig { chaos_version: Some("fuzz".into()), ..Default::default() };
+    let config = HandlerConfig {
+        chaos_version: Some("fuzz".into()),
+        ..Default::default()
+    };
     let mut w = SnapshotWriter::new(&config);
     w.load_zone(zone, hosts).unwrap();
     w

@@ -88,7 +88,7 @@ CREATE TABLE host_txt (
 
 -- The change log. AUTO_INCREMENT values are taken inside the transaction and
 -- not returned on rollback, so serials can have gaps; writers hold the
--- write_lock row until commit, so serial order is commit order.
+-- change_log_state row until commit, so serial order is commit order.
 CREATE TABLE changes (
     serial       BIGINT       NOT NULL AUTO_INCREMENT PRIMARY KEY,
     zone         VARCHAR(253) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -109,9 +109,13 @@ CREATE TABLE audit (
     INDEX audit_at (at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
--- One row that every write transaction locks first (SELECT ... FOR UPDATE):
--- it serialises writers so that change-log serials are committed in order.
-CREATE TABLE write_lock (
-    id BIGINT NOT NULL PRIMARY KEY
+-- One row of change-log bookkeeping. `pruned_through` is the highest serial
+-- prune_changes deleted: a reader asking for changes after an older serial
+-- has missed some and must reload. Every write transaction locks this row
+-- first (SELECT ... FOR UPDATE): it serialises writers so that change-log
+-- serials are committed in order.
+CREATE TABLE change_log_state (
+    id             BIGINT NOT NULL PRIMARY KEY,
+    pruned_through BIGINT NOT NULL DEFAULT 0
 ) ENGINE = InnoDB;
-INSERT INTO write_lock (id) VALUES (1);
+INSERT INTO change_log_state (id, pruned_through) VALUES (1, 0);

@@ -101,11 +101,13 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit (at);
 
--- One row that every write transaction locks first on MySQL/MariaDB (see
--- store/src/store.rs, `begin_write`). SQLite serialises writers by itself
--- (BEGIN IMMEDIATE) and never reads it; the table exists on both sides so the
--- schemas stay identical.
-CREATE TABLE write_lock (
-    id INTEGER PRIMARY KEY
+-- One row of change-log bookkeeping. `pruned_through` is the highest serial
+-- prune_changes deleted: a reader asking for changes after an older serial
+-- has missed some and must reload. On MySQL/MariaDB every write transaction
+-- also locks this row first (store/src/store.rs, `begin_write`); SQLite
+-- serialises writers by itself (BEGIN IMMEDIATE).
+CREATE TABLE change_log_state (
+    id             INTEGER PRIMARY KEY,
+    pruned_through INTEGER NOT NULL DEFAULT 0
 );
-INSERT INTO write_lock (id) VALUES (1);
+INSERT INTO change_log_state (id, pruned_through) VALUES (1, 0);

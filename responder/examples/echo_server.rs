@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p ddserver-responder --example echo_server -- \
 //!     [--listen 127.0.0.1:5300] [--workers 1] [--io auto|uring|portable] [--no-pin]
+//!     [--batch 64] [--max-query 2048] [--max-response 4096]
 //! ```
 //! Runs until killed; prints the backend and the bound addresses on stderr.
 
@@ -71,6 +72,9 @@ fn main() {
                 }
             }
             "--no-pin" => config.pin_workers = false,
+            "--batch" => config.udp_batch = value().parse().expect("number"),
+            "--max-query" => config.udp_max_query = value().parse().expect("number"),
+            "--max-response" => config.udp_max_response = value().parse().expect("number"),
             other => panic!("unknown argument {other}"),
         }
     }

@@ -21,6 +21,12 @@ use crate::{Outcome, Transport};
 const MAX_CHAIN: usize = 8;
 /// An OPT record without options: root owner, type, class, TTL, RDLEN.
 const OPT_LEN: usize = 11;
+/// Most address RRsets added as additional data for one answer (A and
+/// AAAA for up to eight targets); Knot and NSD add them all, answers with
+/// more targets than this are rare and the rest is optional anyway.
+const MAX_EXTRA: usize = 16;
+/// Answer records whose RDATA positions are remembered for `Owner::Rdata`.
+const MAX_TARGETS: usize = MAX_EXTRA / 2;
 /// UDP size without EDNS (RFC 1035 §4.2.1).
 const CLASSIC_UDP_LIMIT: usize = 512;
 /// TCP message size limit (RFC 1035 §4.2.2: a two-octet length prefix).
@@ -53,7 +59,8 @@ pub fn handle(
     if qdcount != 1 || ancount != 0 {
         return header_only(query, response, RCODE_FORMERR);
     }
-    let Ok((qname, name_end)) = NameKey::parse(query, HEADER_LEN) else {
+    let mut qname = NameKey::new();
+    let Ok(name_end) = qname.parse_into(query, HEADER_LEN) else {
         return header_only(query, response, RCODE_FORMERR);
     };
     let (Some(qtype), Some(qclass)) = (read_u16(query, name_end), read_u16(query, name_end + 2))
@@ -81,21 +88,22 @@ pub fn handle(
         return Outcome::Drop;
     }
 
-    let plan = match edns {
+    let mut plan = Plan::new(RCODE_REFUSED, false);
+    match edns {
         // RFC 6891 §6.1.3: unknown version → BADVERS, no answer.
         Some(e) if e.version > 0 => {
-            Plan::new(RCODE_NOERROR, false).with_extended(EXTENDED_RCODE_BADVERS)
+            plan.rcode = RCODE_NOERROR;
+            plan.extended_rcode = EXTENDED_RCODE_BADVERS;
         }
         _ => match qclass {
-            CLASS_IN if qtype == TYPE_AXFR || qtype == TYPE_IXFR => {
-                // Zone transfer is not offered yet (RFC 5936 §4.2: REFUSED).
-                Plan::new(RCODE_REFUSED, false)
-            }
-            CLASS_IN => decide(snapshot, &qname, qtype),
-            CLASS_CH => decide_chaos(settings, &qname, qtype),
-            _ => Plan::new(RCODE_REFUSED, false),
+            // Zone transfer is not offered yet (RFC 5936 §4.2: REFUSED).
+            CLASS_IN if qtype == TYPE_AXFR || qtype == TYPE_IXFR => {}
+            CLASS_IN => decide(snapshot, &qname, qtype, &mut plan),
+            CLASS_CH => decide_chaos(settings, &qname, qtype, &mut plan),
+            // Other classes: not ours (REFUSED, no AA).
+            _ => {}
         },
-    };
+    }
     encode(query, question_end, &plan, edns, settings, limit, response)
 }
 
@@ -166,6 +174,10 @@ enum Owner {
     Question(u16),
     /// The target name of the last CNAME written, without its first `n` octets.
     Target(u16),
+    /// The name inside the RDATA of record `record` of answer piece
+    /// `piece`, `skip` octets into that RDATA (MX exchange, SRV target, NS
+    /// name): additional-section data points at the name already written.
+    Rdata { piece: u8, record: u8, skip: u8 },
 }
 
 /// One RRset to copy: `count` records in the entry format of `render`.
@@ -191,6 +203,10 @@ struct Plan<'a> {
     answer_len: usize,
     authority: Option<Piece<'a>>,
     additional: Option<Piece<'a>>,
+    /// Addresses of in-zone MX/NS/SRV targets (RFC 1035 §3.3.9, §3.3.11,
+    /// RFC 2782): optional, left out rather than truncating (RFC 2181 §9).
+    extra: [Piece<'a>; MAX_EXTRA],
+    extra_len: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -203,12 +219,9 @@ impl<'a> Plan<'a> {
             answer_len: 0,
             authority: None,
             additional: None,
+            extra: [EMPTY_PIECE; MAX_EXTRA],
+            extra_len: 0,
         }
-    }
-
-    fn with_extended(mut self, extended: u8) -> Self {
-        self.extended_rcode = extended;
-        self
     }
 
     fn push_answer(&mut self, piece: Piece<'a>) {
@@ -243,8 +256,15 @@ enum Found<'a> {
 /// is the closest encloser, RFC 4592 §3.3.1).
 #[inline]
 fn find<'a>(snapshot: &'a Snapshot, name: &NameKey, apex: usize, qtype: u16) -> Found<'a> {
+    if apex == 0 {
+        return snapshot
+            .get(name.as_bytes())
+            .map_or(Found::NxDomain, Found::Node);
+    }
+    // The apex itself exists (it holds the SOA) and is never a wildcard
+    // host, so the walk starts one label below it.
     let mut parent: Option<&[u8]> = None;
-    for i in (0..=apex).rev() {
+    for i in (0..apex).rev() {
         match snapshot.get(name.suffix(i)) {
             Some(payload) => {
                 // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).
@@ -271,12 +291,14 @@ fn find<'a>(snapshot: &'a Snapshot, name: &NameKey, apex: usize, qtype: u16) -> 
 }
 
 /// Decides the answer for class IN.
-fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
+/// `plan` arrives as REFUSED without AA, which is the answer for names
+/// outside our zones (as NSD and Knot do).
+fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16, plan: &mut Plan<'a>) {
     let Some((apex, negative_soa)) = snapshot.zones.find(qname) else {
-        // Not ours: REFUSED without AA, as NSD and Knot do.
-        return Plan::new(RCODE_REFUSED, false);
+        return;
     };
-    let mut plan = Plan::new(RCODE_NOERROR, true);
+    plan.rcode = RCODE_NOERROR;
+    plan.authoritative = true;
     // The apex is a suffix of the question name, so the SOA's owner is a
     // pointer into it (also after a CNAME chain: targets stay in the zone).
     let soa = Piece {
@@ -305,20 +327,21 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                     owner: Owner::Verbatim,
                 });
             }
-            return plan;
+            return;
         }
         Found::NxDomain => {
             plan.rcode = RCODE_NXDOMAIN;
             plan.authority = Some(soa);
-            return plan;
+            return;
         }
     };
     let apex_labels = qname.label_count() - apex;
     let mut owner = Owner::Question(0);
+    let mut target = NameKey::new();
     for step in 0..=MAX_CHAIN {
         if qtype == TYPE_ANY {
             // RFC 8482 §4.2: answer ANY with one RRset, the node's first
-            // (A for a host, SOA at the apex), as Knot DNS does.
+            // (A for a host, SOA at the apex), over UDP and TCP alike.
             match render::rrsets(payload).find(|s| s.0 != TYPE_GLUE) {
                 Some((_, count, records)) => plan.push_answer(Piece {
                     records,
@@ -327,12 +350,12 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 }),
                 None => plan.authority = Some(soa),
             }
-            return plan;
+            return;
         }
         if payload[0] & FLAG_CNAME != 0 && qtype != TYPE_CNAME {
             // RFC 1034 §4.3.2 step 3a: add the CNAME, restart at its target.
             let Some((count, records)) = rrset(payload, TYPE_CNAME) else {
-                return plan;
+                return;
             };
             plan.push_answer(Piece {
                 records,
@@ -340,16 +363,17 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 owner,
             });
             if step == MAX_CHAIN || records.len() < 12 {
-                return plan;
+                return;
             }
-            let Ok(target) = NameKey::from_wire(&records[12..]) else {
-                return plan;
-            };
+            // Parsed in place from the stored RDATA (no 400-octet key moved).
+            if target.parse_into(records, 12).is_err() {
+                return;
+            }
             // Follow only inside this zone (the target must end in the apex).
             if target.label_count() < apex_labels
                 || target.suffix(target.label_count() - apex_labels) != qname.suffix(apex)
             {
-                return plan;
+                return;
             }
             owner = Owner::Target(0);
             match find(snapshot, &target, target.label_count() - apex_labels, qtype) {
@@ -358,29 +382,103 @@ fn decide<'a>(snapshot: &'a Snapshot, qname: &NameKey, qtype: u16) -> Plan<'a> {
                 Found::NxDomain => {
                     plan.rcode = RCODE_NXDOMAIN;
                     plan.authority = Some(soa);
-                    return plan;
+                    return;
                 }
-                Found::Referral(..) => return plan,
+                Found::Referral(..) => return,
             }
             continue;
         }
         match rrset(payload, qtype) {
-            Some((count, records)) => plan.push_answer(Piece {
-                records,
-                count,
-                owner,
-            }),
+            Some((count, records)) => {
+                let before = plan.answer_len;
+                plan.push_answer(Piece {
+                    records,
+                    count,
+                    owner,
+                });
+                let skip = match qtype {
+                    _ if plan.answer_len == before => None,
+                    TYPE_MX => Some(2),
+                    TYPE_SRV => Some(6),
+                    TYPE_NS => Some(0),
+                    _ => None,
+                };
+                if let Some(skip) = skip {
+                    add_target_addresses(snapshot, qname, apex, records, count, skip, plan);
+                }
+            }
             // NODATA (RFC 2308 §2.2): NOERROR, SOA in authority.
             None => plan.authority = Some(soa),
         }
-        return plan;
+        return;
     }
-    plan
+}
+
+/// Additional-section processing for the last answer piece: the A and
+/// AAAA RRsets of each target name (at `skip` octets into each record's
+/// RDATA) that lies inside the question's zone (at label `apex` of
+/// `qname`), as Knot DNS and NSD add them. Targets outside the zone are
+/// left to the resolver.
+fn add_target_addresses<'a>(
+    snapshot: &'a Snapshot,
+    qname: &NameKey,
+    apex: usize,
+    records: &'a [u8],
+    count: u16,
+    skip: u8,
+    plan: &mut Plan<'a>,
+) {
+    let piece = (plan.answer_len - 1) as u8;
+    let apex_labels = qname.label_count() - apex;
+    let mut target = NameKey::new();
+    let mut rr = 0usize;
+    for record in 0..usize::from(count).min(MAX_TARGETS) {
+        if rr + 12 > records.len() {
+            return;
+        }
+        let rdlen = usize::from(u16::from_be_bytes([records[rr + 10], records[rr + 11]]));
+        let name_at = rr + 12 + usize::from(skip);
+        rr += 12 + rdlen;
+        if target.parse_into(records, name_at).is_err()
+            || target.label_count() <= apex_labels
+            || target.suffix(target.label_count() - apex_labels) != qname.suffix(apex)
+        {
+            continue;
+        }
+        let payload = match find(
+            snapshot,
+            &target,
+            target.label_count() - apex_labels,
+            TYPE_A,
+        ) {
+            Found::Node(p) | Found::Wildcard(p) => p,
+            Found::Referral(..) | Found::NxDomain => continue,
+        };
+        if payload[0] & FLAG_CNAME != 0 {
+            continue; // RFC 2181 §10.3: such a target is a misconfiguration
+        }
+        for rtype in [TYPE_A, TYPE_AAAA] {
+            if let Some((count, rrs)) = rrset(payload, rtype)
+                && plan.extra_len < MAX_EXTRA
+            {
+                plan.extra[plan.extra_len] = Piece {
+                    records: rrs,
+                    count,
+                    owner: Owner::Rdata {
+                        piece,
+                        record: record as u8,
+                        skip,
+                    },
+                };
+                plan.extra_len += 1;
+            }
+        }
+    }
 }
 
 /// CHAOS class: `version.bind`/`version.server`, `id.server`/`hostname.bind`
 /// (RFC 4892 §2) when configured; everything else REFUSED.
-fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan<'a> {
+fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16, plan: &mut Plan<'a>) {
     let payload = match qname.as_bytes() {
         b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => {
             settings.chaos_version.as_deref()
@@ -388,10 +486,9 @@ fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan
         b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => settings.chaos_id.as_deref(),
         _ => None,
     };
-    let Some(payload) = payload else {
-        return Plan::new(RCODE_REFUSED, false);
-    };
-    let mut plan = Plan::new(RCODE_NOERROR, true);
+    let Some(payload) = payload else { return };
+    plan.rcode = RCODE_NOERROR;
+    plan.authoritative = true;
     if (qtype == TYPE_TXT || qtype == TYPE_ANY)
         && let Some((count, records)) = rrset(payload, TYPE_TXT)
     {
@@ -401,7 +498,6 @@ fn decide_chaos<'a>(settings: &'a Settings, qname: &NameKey, qtype: u16) -> Plan
             owner: Owner::Question(0),
         });
     }
-    plan
 }
 
 /// Writes the response for `plan`; sets TC and empties all sections when
@@ -426,6 +522,8 @@ fn encode(
     let budget = limit - if edns.is_some() { OPT_LEN } else { 0 };
     let mut pos = question_end;
     let mut target = 0usize;
+    // Where each answer record's RDATA starts, for `Owner::Rdata`.
+    let mut rdata_at = [[0u16; MAX_TARGETS]; MAX_CHAIN + 1];
     let mut counts = [0u16; 3];
     let mut fits = true;
     let sections: [(&[Piece<'_>], usize); 3] = [
@@ -434,8 +532,11 @@ fn encode(
         (plan.additional.as_slice(), 2),
     ];
     'sections: for (pieces, section) in sections {
-        for piece in pieces {
-            match write_piece(out, pos, budget, piece, &mut target) {
+        for (index, piece) in pieces.iter().enumerate() {
+            if section == 0 {
+                remember_rdata(piece, pos, &mut rdata_at[index]);
+            }
+            match write_piece(out, pos, budget, piece, &mut target, &rdata_at) {
                 Some(end) => {
                     pos = end;
                     counts[section] += piece.count;
@@ -452,6 +553,17 @@ fn encode(
         out[2] |= 0x02;
         pos = question_end;
         counts = [0; 3];
+    } else {
+        // Optional additional data: whatever fits, never TC (RFC 2181 §9).
+        for piece in &plan.extra[..plan.extra_len] {
+            match write_piece(out, pos, budget, piece, &mut target, &rdata_at) {
+                Some(end) => {
+                    pos = end;
+                    counts[2] += piece.count;
+                }
+                None => break,
+            }
+        }
     }
     out[6..8].copy_from_slice(&counts[0].to_be_bytes());
     out[8..10].copy_from_slice(&counts[1].to_be_bytes());
@@ -474,6 +586,23 @@ fn encode(
     Outcome::Reply(pos)
 }
 
+/// Records where each RDATA of an answer piece written at `pos` starts.
+#[inline]
+fn remember_rdata(piece: &Piece<'_>, pos: usize, at: &mut [u16; MAX_TARGETS]) {
+    let mut rr = 0usize;
+    for slot in at.iter_mut().take(usize::from(piece.count)) {
+        if rr + 12 > piece.records.len() {
+            return;
+        }
+        *slot = (pos + rr + 12).min(usize::from(u16::MAX)) as u16;
+        rr += 12
+            + usize::from(u16::from_be_bytes([
+                piece.records[rr + 10],
+                piece.records[rr + 11],
+            ]));
+    }
+}
+
 /// Copies one piece at `pos` and points its owners at the right name.
 /// Returns the new end, or `None` if it would pass `budget`.
 #[inline]
@@ -483,6 +612,7 @@ fn write_piece(
     budget: usize,
     piece: &Piece<'_>,
     target: &mut usize,
+    rdata_at: &[[u16; MAX_TARGETS]; MAX_CHAIN + 1],
 ) -> Option<usize> {
     let end = pos + piece.records.len();
     if end > budget {
@@ -493,6 +623,21 @@ fn write_piece(
         Owner::Verbatim => return Some(end),
         Owner::Question(skip) => HEADER_LEN + usize::from(skip),
         Owner::Target(skip) => *target + usize::from(skip),
+        Owner::Rdata {
+            piece,
+            record,
+            skip,
+        } => {
+            let at = rdata_at
+                .get(usize::from(piece))
+                .and_then(|p| p.get(usize::from(record)))
+                .copied()
+                .unwrap_or(0);
+            if at == 0 {
+                return None;
+            }
+            usize::from(at) + usize::from(skip)
+        }
     };
     // A pointer has 14 bits (RFC 1035 §4.1.4).
     if pointer > 0x3FFF {

@@ -11,7 +11,15 @@
 //!          │ lookups
 //!          ▼
 //!  snapshot::Snapshot           immutable, pre-rendered RRsets     (published by arc-swap)
+//!          ▲ one publish per batch
+//!  snapshot::SnapshotWriter     zone::Change → render → shards     (writer thread only)
 //! ```
+//!
+//! Off the packet path: `zone` (plain input types the feed converts into),
+//! `render` (publish-time wire rendering), `export` (master file as served).
+//!
+//! A worker's loop: `let view = shared.load();` once per receive batch, then
+//! `handle(&view, query, &mut buf, transport)` for each packet of the batch.
 //!
 //! The packet path never imports SQL, HTTP or the web UI: data reaches it only
 //! through the snapshot, which is built off the packet path.

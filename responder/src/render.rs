@@ -43,6 +43,9 @@ pub(crate) const KIND_MASK: u8 = 0x0F;
 pub(crate) const FLAG_WILDCARD: u8 = 0x10;
 /// The node holds a CNAME (and nothing else, RFC 1034 §3.6.2).
 pub(crate) const FLAG_CNAME: u8 = 0x20;
+/// On a host: its `_acme-challenge` name holds ACME TXT records (lets the
+/// writer skip a lookup per change).
+pub(crate) const FLAG_HAS_ACME: u8 = 0x40;
 /// Pseudo type of the glue RRset inside a delegation payload.
 pub(crate) const TYPE_GLUE: u16 = 0;
 
@@ -234,8 +237,9 @@ pub(crate) fn host_ttl(host: &HostData, zone_default: u32) -> u32 {
 }
 
 /// A host node: A and AAAA unless offline/disabled (then NODATA).
-pub(crate) fn host_payload(host: &HostData, zone_default: u32) -> Vec<u8> {
-    let flags = if host.wildcard { FLAG_WILDCARD } else { 0 };
+pub(crate) fn host_payload(host: &HostData, zone_default: u32, has_acme: bool) -> Vec<u8> {
+    let flags =
+        if host.wildcard { FLAG_WILDCARD } else { 0 } | if has_acme { FLAG_HAS_ACME } else { 0 };
     let mut b = PayloadBuilder::new(KIND_HOST | flags);
     let ttl = host_ttl(host, zone_default);
     if host.serves_addresses() {

@@ -109,6 +109,15 @@ impl NameKey {
     /// nothing to point back to (RFC 1035 §4.1.4), and NSD refuses them too.
     pub fn parse(msg: &[u8], start: usize) -> Result<(Self, usize), NameError> {
         let mut key = Self::new();
+        let end = key.parse_into(msg, start)?;
+        Ok((key, end))
+    }
+
+    /// As [`NameKey::parse`], into an existing key (no 400-octet move on
+    /// the query path). On error the key's content is unspecified.
+    #[inline]
+    pub fn parse_into(&mut self, msg: &[u8], start: usize) -> Result<usize, NameError> {
+        self.count = 0;
         let mut pos = start;
         let mut out = 0usize;
         loop {
@@ -123,17 +132,17 @@ impl NameKey {
                 return Err(NameError::NameTooLong);
             }
             if len == 0 {
-                key.bytes[out] = 0;
-                key.len = (out + 1) as u8;
-                return Ok((key, pos + 1));
+                self.bytes[out] = 0;
+                self.len = (out + 1) as u8;
+                return Ok(pos + 1);
             }
             let Some(label) = msg.get(pos + 1..pos + 1 + len) else {
                 return Err(NameError::Truncated);
             };
-            key.labels[usize::from(key.count)] = out as u8;
-            key.count += 1;
-            key.bytes[out] = len as u8;
-            for (dst, src) in key.bytes[out + 1..out + 1 + len].iter_mut().zip(label) {
+            self.labels[usize::from(self.count)] = out as u8;
+            self.count += 1;
+            self.bytes[out] = len as u8;
+            for (dst, src) in self.bytes[out + 1..out + 1 + len].iter_mut().zip(label) {
                 *dst = src.to_ascii_lowercase();
             }
             out += 1 + len;

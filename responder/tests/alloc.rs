@@ -82,6 +82,9 @@ fn handle_allocates_nothing() {
         (query("big.dyn.example.net", Rtype::TXT), Transport::Tcp),
         (query("example.org", Rtype::A), Transport::Udp),
         (query("chain.dyn.example.net", Rtype::A), Transport::Udp),
+        // Additional-section processing: the MX target's address.
+        (query("dyn.example.net", Rtype::MX), Transport::Udp),
+        (query("dyn.example.net", Rtype::NS), Transport::Udp),
         (query("loop1.dyn.example.net", Rtype::A), Transport::Udp),
         (query("x.sub.dyn.example.net", Rtype::A), Transport::Udp),
         (query("x.y.wild.dyn.example.net", Rtype::A), Transport::Udp),

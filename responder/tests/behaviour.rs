@@ -675,3 +675,218 @@ fn export_is_a_valid_master_file_as_served() {
     }
     assert_eq!(count, text.lines().filter(|l| !l.starts_with('$')).count());
 }
+
+#[test]
+fn readers_run_while_the_writer_publishes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut w = writer();
+    let shared = w.shared();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let q = query("h2.dyn.example.net", Rtype::A);
+                let mut buf = vec![0u8; 512];
+                let mut answered = 0u32;
+                while !stop.load(Ordering::Relaxed) || answered == 0 {
+                    let view = shared.load();
+                    for _ in 0..16 {
+                        let ddserver_responder::Outcome::Reply(n) =
+                            ddserver_responder::handle(&view, &q, &mut buf, Transport::Udp)
+                        else {
+                            panic!("dropped")
+                        };
+                        let r = parse(&buf[..n]);
+                        assert_eq!(r.rcode(), Rcode::NOERROR);
+                        assert_eq!(r.answer.len(), 1);
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    for round in 0..200u32 {
+        let last = (round % 250) as u8;
+        let changes = (0..20).map(|k| {
+            let name = if k == 0 {
+                "h2".to_string()
+            } else {
+                format!("x{k}")
+            };
+            Change::UpsertHost(
+                ZONE.into(),
+                HostData {
+                    name,
+                    ipv4: Some(std::net::Ipv4Addr::new(198, 51, 100, last)),
+                    ..Default::default()
+                },
+            )
+        });
+        w.apply(changes);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    w.collect_garbage();
+    assert_eq!(
+        w.retired_count(),
+        0,
+        "everything freed on the writer once readers are gone"
+    );
+    assert_eq!(
+        ask(w.current(), "h2.dyn.example.net", Rtype::A).answer_data(),
+        ["198.51.100.199"]
+    );
+}
+
+#[test]
+fn removing_a_host_removes_its_acme_name() {
+    let mut w = writer();
+    let report = w.apply([Change::RemoveHost(ZONE.into(), "H1".into())]);
+    assert_eq!(report.applied, 1);
+    assert_eq!(
+        ask(w.current(), "h1.dyn.example.net", Rtype::A).rcode(),
+        Rcode::NXDOMAIN
+    );
+    assert_eq!(
+        ask(
+            w.current(),
+            "_acme-challenge.h1.dyn.example.net",
+            Rtype::TXT
+        )
+        .rcode(),
+        Rcode::NXDOMAIN
+    );
+    // Re-adding with tokens brings both back; updating keeps them.
+    let h1 = common::hosts()[0].clone();
+    w.apply([Change::UpsertHost(ZONE.into(), h1.clone())]);
+    w.apply([Change::UpsertHost(ZONE.into(), h1)]);
+    let r = ask(
+        w.current(),
+        "_acme-challenge.h1.dyn.example.net",
+        Rtype::TXT,
+    );
+    assert_eq!(r.answer.len(), 2);
+    let names = w.current().name_count();
+    w.apply([Change::RemoveHost(ZONE.into(), "h1".into())]);
+    assert_eq!(w.current().name_count(), names - 2);
+}
+
+/// Random batches of upserts and removals against a model: exercises the
+/// copy-and-patch path, tombstones, and rebuilds of shards.
+#[test]
+fn random_batches_match_a_model() {
+    let mut w = writer();
+    let base = w.current().name_count();
+    let mut model: std::collections::BTreeMap<u32, (u8, bool)> = Default::default();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..50 {
+        let size = (next() % 40) as usize + 1;
+        let mut batch = Vec::new();
+        for _ in 0..size {
+            let n = (next() % 300) as u32;
+            let name = format!("r{n}");
+            if next() % 4 == 0 {
+                batch.push(Change::RemoveHost(ZONE.into(), name));
+                model.remove(&n);
+            } else {
+                let last = (next() % 250) as u8;
+                let acme = next() % 5 == 0;
+                // Addresses of varying presence change payload sizes.
+                let ipv6 = (next() % 3 == 0).then_some(std::net::Ipv6Addr::LOCALHOST);
+                let host = HostData {
+                    name,
+                    ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, last)),
+                    ipv6,
+                    txt: if acme {
+                        vec![format!("t{last}")]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                };
+                batch.push(Change::UpsertHost(ZONE.into(), host));
+                model.insert(n, (last, acme));
+            }
+        }
+        let report = w.apply(batch);
+        assert!(report.rejected.is_empty());
+        let s = w.current();
+        let acme_names = model.values().filter(|(_, a)| *a).count();
+        assert_eq!(s.name_count(), base + model.len() + acme_names);
+        for n in 0..300u32 {
+            let r = ask(s, &format!("r{n}.dyn.example.net"), Rtype::A);
+            let acme = ask(
+                s,
+                &format!("_acme-challenge.r{n}.dyn.example.net"),
+                Rtype::TXT,
+            );
+            match model.get(&n) {
+                Some((last, has_acme)) => {
+                    assert_eq!(r.answer_data(), [format!("10.0.0.{last}")], "r{n}");
+                    assert_eq!(acme.rcode() == Rcode::NOERROR, *has_acme, "acme r{n}");
+                }
+                None => {
+                    assert_eq!(r.rcode(), Rcode::NXDOMAIN, "r{n}");
+                    assert_eq!(acme.rcode(), Rcode::NXDOMAIN, "acme r{n}");
+                }
+            }
+        }
+    }
+}
+
+/// The writer runs on its own thread; workers share views of snapshots.
+#[test]
+fn thread_safety_of_the_public_types() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<ddserver_responder::SnapshotWriter>();
+    sync::<ddserver_responder::SnapshotWriter>();
+    send::<ddserver_responder::Shared>();
+    sync::<ddserver_responder::Shared>();
+    send::<ddserver_responder::Snapshot>();
+    sync::<ddserver_responder::Snapshot>();
+    // Moving a populated writer to another thread and back.
+    let w = writer();
+    let w = std::thread::spawn(move || w).join().unwrap();
+    assert_eq!(
+        ask(w.current(), "h1.dyn.example.net", Rtype::A).answer_data(),
+        ["192.0.2.1"]
+    );
+}
+
+/// RFC 1035 §3.3.9: an MX answer carries the in-zone exchange's address in
+/// the additional section, its owner pointing at the name in the answer.
+#[test]
+fn mx_answer_adds_the_exchange_address() {
+    let writer = writer();
+    let response = ask(writer.current(), "DYN.example.net", Rtype::MX);
+    assert_eq!(response.answer.len(), 1);
+    let additional: Vec<(String, String)> = response
+        .additional
+        .iter()
+        .map(|r| (r.owner.to_ascii_lowercase(), r.data.clone()))
+        .collect();
+    assert_eq!(
+        additional,
+        [("mail.dyn.example.net".to_string(), "192.0.2.25".to_string())]
+    );
+    // Targets outside the zone add nothing: the apex NS set here is
+    // ns1/ns2.example.net.
+    let response = ask(writer.current(), "dyn.example.net", Rtype::NS);
+    assert!(
+        response.additional.is_empty(),
+        "{:?}",
+        response.additional.len()
+    );
+}

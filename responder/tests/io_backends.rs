@@ -5,7 +5,8 @@
 //!
 //! Handler conventions (first bytes of the query = DNS ID):
 //! - ID 0xDEAD: `Outcome::Drop`;
-//! - ID 0xB16B: a 65000-byte answer (TCP only; shows the 65535-byte buffer).
+//! - ID 0xB16B: a 65000-byte answer (TCP only; shows the 65535-byte buffer);
+//! - ID 0xBAD0: the handler panics.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,6 +21,7 @@ use ddserver_responder::{Outcome, Transport};
 const DROP_ID: u16 = 0xDEAD;
 const BIG_ID: u16 = 0xB16B;
 const BIG_LEN: usize = 65000;
+const PANIC_ID: u16 = 0xBAD0;
 
 /// Echo + QR, then 4 bytes of snapshot value, then 1 byte of worker index.
 fn handler(snapshot: &u32, query: &[u8], response: &mut [u8], transport: Transport) -> Outcome {
@@ -29,6 +31,9 @@ fn handler(snapshot: &u32, query: &[u8], response: &mut [u8], transport: Transpo
     let id = u16::from_be_bytes([query[0], query[1]]);
     if id == DROP_ID {
         return Outcome::Drop;
+    }
+    if id == PANIC_ID {
+        panic!("test handler asked to panic");
     }
     if id == BIG_ID && transport == Transport::Tcp {
         response[..12].copy_from_slice(&query[..12]);
@@ -292,6 +297,8 @@ fn tcp_idle_timeout(mode: IoMode) {
         waited < Duration::from_millis(1500),
         "soon after the timeout: {waited:?}"
     );
+    let stats = stats_reach(&f.server, |s| s.tcp_idle_closed == 1);
+    assert_eq!(stats.tcp_idle_closed, 1);
     f.server.shutdown().unwrap();
 }
 
@@ -405,6 +412,98 @@ fn shutdown_is_prompt(mode: IoMode) {
     assert!(tcp_closed(&mut s), "connections closed at shutdown");
 }
 
+/// Polls `Server::stats` until `want` holds (workers add once per batch).
+fn stats_reach(server: &Server, want: impl Fn(&io::IoStats) -> bool) -> io::IoStats {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let s = server.stats();
+        if want(&s) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stats_count_what_happened(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.tcp_max_connections_per_worker = 1) else {
+        return;
+    };
+    let addr = f.server.local_addrs()[0];
+    let c = udp_client(addr);
+    udp_ask(&c, 1);
+    udp_ask(&c, 2);
+    c.send(&query(DROP_ID)).unwrap();
+    let mut s = tcp_client(addr);
+    let mut both = framed(DROP_ID);
+    both.extend_from_slice(&framed(3));
+    s.write_all(&both).unwrap();
+    check_answer(&tcp_read_message(&mut s), 3);
+    let mut refused = tcp_client(addr);
+    assert!(tcp_closed(&mut refused));
+    let want = io::IoStats {
+        udp_received: 3,
+        udp_answered: 2,
+        tcp_accepted: 1,
+        tcp_refused: 1,
+        tcp_idle_closed: 0,
+        tcp_queries: 2,
+        tcp_answered: 1,
+    };
+    assert_eq!(stats_reach(&f.server, |s| *s == want), want);
+    f.server.shutdown().unwrap();
+}
+
+fn oversized_query_dropped(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.udp_max_query = 1024) else {
+        return;
+    };
+    for &addr in f.server.local_addrs() {
+        let c = udp_client(addr);
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut big = query(77);
+        big.resize(1500, 0); // a valid header, then more than udp_max_query
+        c.send(&big).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(c.recv(&mut buf).is_err(), "no answer to a truncated query");
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        udp_ask(&c, 78);
+    }
+    f.server.shutdown().unwrap();
+}
+
+fn panicking_handler_stops_one_worker(mode: IoMode) {
+    let Some(f) = start(mode, |c| c.workers = 2) else {
+        return;
+    };
+    let addr = f.server.local_addrs()[0];
+    udp_client(addr).send(&query(PANIC_ID)).unwrap();
+    // Until the panicking worker has unwound (the panic hook may spend a
+    // while printing a backtrace), queries hashed to its socket are lost;
+    // after that the other worker's socket takes all the traffic.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered_in_a_row = 0;
+    let mut id = 0;
+    while answered_in_a_row < 16 {
+        assert!(Instant::now() < deadline, "the surviving worker answers");
+        let c = udp_client(addr);
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        c.send(&query(id)).unwrap();
+        let mut buf = [0u8; 512];
+        match c.recv(&mut buf) {
+            Ok(n) => {
+                check_answer(&buf[..n], id);
+                answered_in_a_row += 1;
+            }
+            Err(_) => answered_in_a_row = 0,
+        }
+        id += 1;
+    }
+    let e = f.server.shutdown().unwrap_err();
+    assert!(matches!(e, IoError::WorkerPanicked { .. }), "{e:?}");
+}
+
 macro_rules! battery {
     ($module:ident, $mode:expr) => {
         mod $module {
@@ -450,6 +549,18 @@ macro_rules! battery {
                 super::snapshot_swap_is_seen($mode)
             }
             #[test]
+            fn stats_count_what_happened() {
+                super::stats_count_what_happened($mode)
+            }
+            #[test]
+            fn oversized_query_dropped() {
+                super::oversized_query_dropped($mode)
+            }
+            #[test]
+            fn panicking_handler_stops_one_worker() {
+                super::panicking_handler_stops_one_worker($mode)
+            }
+            #[test]
             fn shutdown_is_prompt() {
                 super::shutdown_is_prompt($mode)
             }
@@ -476,6 +587,17 @@ fn auto_picks_io_uring_where_it_works() {
         assert_eq!(f.server.backend(), Backend::IoUring);
     }
     udp_ask(&udp_client(f.server.local_addrs()[0]), 1);
+}
+
+#[test]
+fn io_mode_parses_from_config_words() {
+    assert_eq!("auto".parse::<IoMode>(), Ok(IoMode::Auto));
+    assert_eq!("io_uring".parse::<IoMode>(), Ok(IoMode::IoUring));
+    assert_eq!("portable".parse::<IoMode>(), Ok(IoMode::Portable));
+    assert!("uring2".parse::<IoMode>().is_err());
+    for mode in [IoMode::Auto, IoMode::IoUring, IoMode::Portable] {
+        assert_eq!(mode.to_string().parse::<IoMode>(), Ok(mode));
+    }
 }
 
 #[test]

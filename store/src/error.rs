@@ -98,6 +98,15 @@ pub enum StoreError {
         /// The limit that applied.
         limit: u32,
     },
+    /// A new zone would cut hosts of its parent zone off (they lie at or
+    /// below its apex).
+    #[error("zone '{zone}' would hide host '{host}' of its parent zone")]
+    ZoneWouldHideHost {
+        /// The new zone.
+        zone: String,
+        /// The first host found at or below its apex.
+        host: String,
+    },
     /// A host and a static record would share an owner name.
     #[error("'{name}' already has static records or is a dynamic host")]
     NameClash {
@@ -111,6 +120,15 @@ pub enum StoreError {
         name: String,
         /// The administrator's reason.
         reason: String,
+    },
+    /// The change log no longer holds the entries after `since`; the reader
+    /// must reload the full state.
+    #[error("change log pruned through serial {pruned_through}; changes after {since} are gone")]
+    ChangesPruned {
+        /// The serial the reader asked to continue from.
+        since: u64,
+        /// The highest pruned serial.
+        pruned_through: u64,
     },
     /// The URL names no supported database.
     #[error("unsupported database URL '{url}' (expected sqlite:// or mysql://)")]

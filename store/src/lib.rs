@@ -12,12 +12,18 @@
 //! - `store`: the `Store` handle, write transactions, change and audit log,
 //!   the full load; `users`, `zones`, `hosts`: the operations on each table
 //!   family, as `impl Store` blocks; `secret`: argon2id off the async threads.
+//! - [`feed`] holds the feed's versioned wire format; `announce` sends each
+//!   commit's change-log entries to in-process subscribers and to responder
+//!   control sockets after the commit.
 //!
 //! Every mutation validates its input first, then runs in one write
 //! transaction that also writes the change-log rows, bumps the zone's SOA
 //! serial and writes the audit row; it returns `Ok` only after the commit.
 
+mod bulk;
+mod announce;
 pub mod error;
+pub mod feed;
 mod hosts;
 pub mod model;
 pub mod name;
@@ -27,7 +33,10 @@ mod store;
 mod users;
 mod zones;
 
+pub use bulk::{StaticRecordPages, StoredRecord};
+pub use announce::{PushOptions, PushStats};
 pub use error::{DatabaseError, StoreError};
+pub use feed::{FeedMessage, FrameError};
 pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};
 pub use model::{
     Actor, Backend, Change, ChangeKind, Host, HostFilter, HostFlags, NewHost, NewRecord, NewUser,

@@ -8,14 +8,16 @@
 //! backend-specific statements are the write lock and the connection
 //! pragmas.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyConnection;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
+use crate::announce::{Announcer, PushOptions, PushStats};
 use crate::error::StoreError;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
 use crate::name::Name;
@@ -24,6 +26,41 @@ pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqli
 pub(crate) static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
 
 pub(crate) type Tx = Transaction<'static, Any>;
+
+/// A write transaction that remembers the change-log entries it wrote and
+/// announces them after, and only after, its commit succeeded.
+///
+/// Derefs to the connection, so `&mut *tx` and `&mut tx` work as with a
+/// plain `Transaction`. Dropping it without `commit` rolls back and
+/// announces nothing.
+pub(crate) struct WriteTx {
+    tx: Tx,
+    backend: Backend,
+    announcer: Arc<Announcer>,
+    written: Vec<Change>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits, then announces what was written (never blocking).
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.announcer.announce(self.written);
+        Ok(())
+    }
+}
 
 /// Hosts per page in [`HostPages`]: large enough to amortise the round
 /// trip, small enough that 10M hosts never sit in one result set.
@@ -40,6 +77,7 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    announcer: Arc<Announcer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,23 +150,37 @@ impl HostPages {
 }
 
 impl Store {
-    /// Opens a pool for `sqlite://path` (the file is created if missing) or
+    /// Opens a pool for `sqlite://path` (the file is created if missing),
+    /// `sqlite::memory:` (one private in-memory database, for tests) or
     /// `mysql://user:pass@host/db`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             // sqlx opens SQLite files read-write but will not create them
             // unless asked; a first start must create the file.
-            let url = if url.contains("mode=") {
+            // `sqlite::memory:` (for tests of other crates): every connection
+            // would get its own empty database, so keep exactly one, forever.
+            let memory = url.contains(":memory:");
+            let url = if url.contains("mode=") || memory {
                 url.to_owned()
             } else if url.contains('?') {
                 format!("{url}&mode=rwc")
             } else {
                 format!("{url}?mode=rwc")
             };
-            let pool = AnyPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
+            let options = if memory {
+                AnyPoolOptions::new()
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+            };
+            let pool = options
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the one writer;
@@ -152,6 +204,7 @@ impl Store {
             Ok(Store {
                 pool,
                 backend: Backend::Sqlite,
+                announcer: Arc::new(Announcer::new()),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -173,6 +226,7 @@ impl Store {
             Ok(Store {
                 pool,
                 backend: Backend::MySql,
+                announcer: Arc::new(Announcer::new()),
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -211,20 +265,62 @@ impl Store {
     /// front (a deferred transaction would upgrade later and could fail with
     /// SQLITE_BUSY mid-way). MySQL/MariaDB: AUTO_INCREMENT values are handed
     /// out at INSERT time, not at commit, so every writer first locks the one
-    /// `write_lock` row; the next writer's INSERT waits until this one
+    /// `change_log_state` row; the next writer's INSERT waits until this one
     /// committed. Rolled-back transactions still consume AUTO_INCREMENT
     /// values there: readers must tolerate gaps, never reorderings.
-    pub(crate) async fn begin_write(&self) -> Result<Tx, StoreError> {
-        match self.backend {
-            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::MySql => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT id FROM write_lock WHERE id = 1 FOR UPDATE")
+                sqlx::query("SELECT id FROM change_log_state WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *tx)
                     .await?;
-                Ok(tx)
+                tx
             }
-        }
+        };
+        Ok(WriteTx {
+            tx,
+            backend: self.backend,
+            announcer: self.announcer.clone(),
+            written: Vec::new(),
+        })
+    }
+
+    /// Announcements of every commit made through this store (and its
+    /// clones) from now on, each the change-log entries of one commit in
+    /// serial order. Bounded: a receiver that falls behind gets
+    /// `RecvError::Lagged` and must read the change log instead.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<[Change]>> {
+        self.announcer.subscribe()
+    }
+
+    /// From now on, pushes every commit's entries as feed frames to the
+    /// responder control socket at `path` (see [`crate::feed`]). A dead or
+    /// slow responder never delays a commit: frames beyond a bounded queue,
+    /// or without a connection, are dropped. Must be called inside a tokio
+    /// runtime.
+    pub fn push_to(&self, path: PathBuf, options: PushOptions) -> Arc<PushStats> {
+        self.announcer.push_to(path, options)
+    }
+
+    /// Waits until every push target has written (or given up on) what was
+    /// announced before this call, at most `timeout`. Returns whether all
+    /// were done in time. A short-lived writer (the admin CLI) calls it
+    /// before it exits.
+    pub async fn flush_pushes(&self, timeout: Duration) -> bool {
+        self.announcer.flush(timeout).await
+    }
+
+    /// The serial of the oldest change-log entry still kept; `None` when
+    /// the log is empty. A reader whose applied serial is below this minus
+    /// one has lost entries to pruning and must reload everything.
+    pub async fn oldest_serial(&self) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MIN(serial), 0) FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest = to_u64(row.try_get::<i64, _>(0)?)?;
+        Ok((oldest > 0).then_some(oldest))
     }
 
     /// The serial of the newest change-log entry; 0 when there is none.
@@ -240,6 +336,9 @@ impl Store {
     /// entry is visible only after everything with a lower serial committed
     /// or rolled back, so a reader that resumes after the last serial it saw
     /// misses nothing.
+    ///
+    /// Error: `ChangesPruned` when entries after `serial` were already
+    /// pruned; the reader must then reload everything ([`Store::load_all`]).
     pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT serial, zone, name, kind, committed_at FROM changes \
@@ -249,6 +348,19 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        // Read after the entries: a prune that ran before them is seen here,
+        // so a reader never takes a pruned-into log for a complete one (a
+        // prune in between only causes a needless reload).
+        let row = sqlx::query("SELECT pruned_through FROM change_log_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let pruned_through = to_u64(row.try_get(0)?)?;
+        if serial < pruned_through {
+            return Err(StoreError::ChangesPruned {
+                since: serial,
+                pruned_through,
+            });
+        }
         rows.iter()
             .map(|row| {
                 let kind: String = row.try_get(3)?;
@@ -266,18 +378,41 @@ impl Store {
 
     /// Deletes change-log entries committed before `older_than` (unix
     /// seconds), except the newest one, which keeps [`Store::latest_serial`]
-    /// from going backwards. Returns how many were deleted.
-    pub async fn prune_changes(&self, older_than: i64) -> Result<u64, StoreError> {
+    /// from going backwards, and records the highest deleted serial so that
+    /// [`Store::changes_since`] can tell a reader it fell behind. Returns how
+    /// many were deleted.
+    pub async fn prune_changes(&self, actor: &Actor, older_than: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
             .fetch_one(&mut *tx)
             .await?;
         let newest: i64 = row.try_get(0)?;
-        let done = sqlx::query("DELETE FROM changes WHERE committed_at < ? AND serial < ?")
-            .bind(older_than)
-            .bind(newest)
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(serial), 0) FROM changes WHERE committed_at < ? AND serial < ?",
+        )
+        .bind(older_than)
+        .bind(newest)
+        .fetch_one(&mut *tx)
+        .await?;
+        let cut: i64 = row.try_get(0)?;
+        if cut == 0 {
+            return Ok(0);
+        }
+        // Everything up to the cut goes, so the log stays a contiguous tail
+        // even if the clock stepped back between two commits.
+        let done = sqlx::query("DELETE FROM changes WHERE serial <= ?")
+            .bind(cut)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE change_log_state SET pruned_through = ? WHERE id = 1 AND pruned_through < ?",
+        )
+        .bind(cut)
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("{} entries through serial {cut}", done.rows_affected());
+        audit(&mut tx, actor, "changes.prune", "changes", &detail, now()).await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
@@ -335,8 +470,16 @@ impl Store {
 /// Appends change-log rows and bumps each affected zone's SOA serial once.
 /// `zones` are (zone id, zone name) pairs; `changes` are (zone name, owner
 /// name, kind). Runs inside the caller's write transaction.
+///
+/// The entries' serials are remembered in `tx` and announced after its
+/// commit. They come from the insert's `last_insert_id` (SQLite: the last
+/// row; MySQL/MariaDB: the first row of a multi-row insert); the rows of one
+/// insert get consecutive serials because writers hold the write lock
+/// (`begin_write`) and `auto_increment_increment` is 1. The announcement is
+/// only a hint to responders, which re-read the log, so a deployment that
+/// breaks this assumption loses latency, not data.
 pub(crate) async fn log_changes(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     zone_ids: &[i64],
     changes: &[(&str, &str, ChangeKind)],
     now: i64,
@@ -348,7 +491,7 @@ pub(crate) async fn log_changes(
              WHERE id = ?",
         )
         .bind(zone_id)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
     }
     for chunk in changes.chunks(CHANGE_ROWS_PER_INSERT) {
@@ -365,7 +508,31 @@ pub(crate) async fn log_changes(
                 .bind(kind.as_str())
                 .bind(now);
         }
-        query.execute(&mut *conn).await?;
+        let done = query.execute(&mut **tx).await?;
+        let n = chunk.len() as i64;
+        let first = match (tx.backend, done.last_insert_id()) {
+            (Backend::Sqlite, Some(last)) => last - n + 1,
+            (Backend::MySql, Some(first)) => first,
+            (_, None) => {
+                let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                row.try_get::<i64, _>(0)? - n + 1
+            }
+        };
+        for (i, (zone, name, kind)) in chunk.iter().enumerate() {
+            // Names the store just validated and wrote; parse cannot fail,
+            // but an announcement is optional, so skip rather than fail.
+            if let (Ok(zone), Ok(name)) = (Name::parse(zone), Name::parse(name)) {
+                tx.written.push(Change {
+                    serial: to_u64(first + i as i64)?,
+                    zone,
+                    name,
+                    kind: *kind,
+                    committed_at: now,
+                });
+            }
+        }
     }
     Ok(())
 }

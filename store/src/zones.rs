@@ -250,6 +250,40 @@ fn record_from_row(row: &AnyRow) -> Result<Record, StoreError> {
     })
 }
 
+/// Refuses a new zone below an existing one when hosts of the parent lie at
+/// or below the new apex: the responder picks the zone by longest suffix, so
+/// those hosts would silently stop resolving.
+///
+/// This scans the parent's hosts with LIKE; it runs only when a zone is
+/// created, which is rare and done by administrators.
+async fn check_no_hidden_hosts(conn: &mut AnyConnection, apex: &Name) -> Result<(), StoreError> {
+    let Some((parent_id, _)) = fetch_zone_for(conn, apex).await? else {
+        return Ok(());
+    };
+    // `_` and `%` are LIKE wildcards; names may contain `_`. `!` cannot
+    // occur in a Name, so it serves as the escape character on both backends.
+    let escaped = apex
+        .as_str()
+        .replace('!', "!!")
+        .replace('_', "!_")
+        .replace('%', "!%");
+    let row = sqlx::query(
+        "SELECT fqdn FROM hosts WHERE zone_id = ? AND (fqdn = ? OR fqdn LIKE ? ESCAPE '!') LIMIT 1",
+    )
+    .bind(parent_id)
+    .bind(apex.as_str())
+    .bind(format!("%.{escaped}"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Err(StoreError::ZoneWouldHideHost {
+            zone: apex.to_string(),
+            host: row.try_get(0)?,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Inserts a validated new zone and its NS set; returns the zone id.
 async fn insert_zone(
     conn: &mut AnyConnection,
@@ -257,6 +291,7 @@ async fn insert_zone(
     rname: &Name,
     at: i64,
 ) -> Result<i64, StoreError> {
+    check_no_hidden_hosts(conn, &zone.name).await?;
     // A zone starts at the current time as serial (fits 32 bits until 2106),
     // so a zone removed and created again does not restart below a serial
     // secondaries have already seen.
@@ -290,15 +325,20 @@ async fn insert_zone(
         .fetch_one(&mut *conn)
         .await?;
     let id: i64 = row.try_get(0)?;
-    for (position, ns) in zone.ns.iter().enumerate() {
+    insert_ns(conn, id, &zone.ns).await?;
+    Ok(id)
+}
+
+async fn insert_ns(conn: &mut AnyConnection, zone_id: i64, ns: &[Name]) -> Result<(), StoreError> {
+    for (position, name) in ns.iter().enumerate() {
         sqlx::query("INSERT INTO zone_ns (zone_id, position, name) VALUES (?, ?, ?)")
-            .bind(id)
+            .bind(zone_id)
             .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .bind(ns.as_str())
+            .bind(name.as_str())
             .execute(&mut *conn)
             .await?;
     }
-    Ok(id)
+    Ok(())
 }
 
 /// Inserts checked records from `first_position` on, in multi-row chunks.
@@ -390,6 +430,56 @@ impl Store {
         let (_, stored) = fetch_zone(&mut tx, &zone.name)
             .await?
             .ok_or_else(|| corrupt("inserted zone vanished".to_owned()))?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Replaces a zone's NS set, RNAME, SOA timers and default TTL with
+    /// those of `settings` (whose `name` names the zone). Bumps the serial;
+    /// the change-log entry is `ZoneChanged` at the apex. Errors: as for
+    /// [`Store::add_zone`], and `UnknownZone`.
+    pub async fn update_zone(&self, actor: &Actor, settings: NewZone) -> Result<Zone, StoreError> {
+        let rname = validate_zone(&settings)?;
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let Some((id, _)) = fetch_zone(&mut tx, &settings.name).await? else {
+            return Err(StoreError::UnknownZone {
+                name: settings.name.to_string(),
+            });
+        };
+        let t = &settings.timers;
+        sqlx::query(
+            "UPDATE zones SET mname = ?, rname = ?, refresh = ?, retry = ?, expire = ?, minimum = ?, \
+             soa_ttl = ?, default_ttl = ? WHERE id = ?",
+        )
+        .bind(settings.ns[0].as_str())
+        .bind(rname.as_str())
+        .bind(i64::from(t.refresh))
+        .bind(i64::from(t.retry))
+        .bind(i64::from(t.expire))
+        .bind(i64::from(t.minimum))
+        .bind(i64::from(t.soa_ttl))
+        .bind(i64::from(settings.default_ttl))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM zone_ns WHERE zone_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_ns(&mut tx, id, &settings.ns).await?;
+        let apex = settings.name.as_str();
+        log_changes(&mut tx, &[id], &[(apex, apex, ChangeKind::ZoneChanged)], at).await?;
+        let ns: Vec<&str> = settings.ns.iter().map(Name::as_str).collect();
+        let detail = format!(
+            "ns={} rname={rname} default_ttl={}",
+            ns.join(","),
+            settings.default_ttl
+        );
+        audit(&mut tx, actor, "zone.update", apex, &detail, at).await?;
+        let (_, stored) = fetch_zone(&mut tx, &settings.name)
+            .await?
+            .ok_or_else(|| corrupt("updated zone vanished".to_owned()))?;
         tx.commit().await?;
         Ok(stored)
     }

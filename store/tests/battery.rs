@@ -157,6 +157,21 @@ async fn unsupported_url_is_refused() {
 }
 
 #[tokio::test]
+async fn sqlite_in_memory_keeps_its_data() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .add_zone(&Actor::cli(), new_zone("mem.example"))
+        .await
+        .unwrap();
+    let apex = name("mem.example");
+    // Concurrent users share the one connection and see the same database.
+    let (a, b) = tokio::join!(store.list_zones(), store.zone_by_name(&apex));
+    assert_eq!(a.unwrap().len(), 1);
+    assert!(b.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn sqlite_file_is_created_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.db");
@@ -526,6 +541,36 @@ async fn zones_create_conflict_lookup(store: &Store) {
     );
     assert_eq!(best("example.com").await, None);
 
+    // A zone below hosts of its parent would hide them.
+    store
+        .create_user(&admin(), new_user("alice"))
+        .await
+        .unwrap();
+    store
+        .add_host(&admin(), new_host("h.lab.example.org", "alice"), None)
+        .await
+        .unwrap();
+    for hiding in ["lab.example.org", "h.lab.example.org"] {
+        let err = store
+            .add_zone(&admin(), new_zone(hiding))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::ZoneWouldHideHost { ref host, .. } if host == "h.lab.example.org"),
+            "{err}"
+        );
+    }
+    // `_` in the apex is not a LIKE wildcard: `%.la_.example.org` unescaped
+    // would match h.lab.example.org.
+    store
+        .add_zone(&admin(), new_zone("la_.example.org"))
+        .await
+        .unwrap();
+    store
+        .remove_zone(&admin(), &name("la_.example.org"))
+        .await
+        .unwrap();
+
     let zones = store.list_zones().await.unwrap();
     assert_eq!(zones.len(), 2);
     assert_eq!(zones[0].name.as_str(), "dyn.example.org");
@@ -560,6 +605,36 @@ async fn zones_create_conflict_lookup(store: &Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownZone { .. }));
+
+    // Settings can change later; that bumps the serial once.
+    let serial = serial_of(store, "example.org").await;
+    let mut settings = NewZone::new(name("example.org"), vec![name("ns3.example.net")]);
+    settings.soa_rname = Some(name("noc.example.net"));
+    settings.timers.minimum = 300;
+    settings.default_ttl = 120;
+    let updated = store.update_zone(&admin(), settings.clone()).await.unwrap();
+    assert_eq!(updated.ns, [name("ns3.example.net")]);
+    assert_eq!(updated.mname.as_str(), "ns3.example.net");
+    assert_eq!(updated.rname.as_str(), "noc.example.net");
+    assert_eq!((updated.timers.minimum, updated.default_ttl), (300, 120));
+    assert_eq!(updated.serial, serial.wrapping_add(1));
+    assert_eq!(
+        store.zone_by_name(&name("example.org")).await.unwrap(),
+        Some(updated)
+    );
+    settings.ns.clear();
+    assert!(matches!(
+        store.update_zone(&admin(), settings).await,
+        Err(StoreError::InvalidInput { .. })
+    ));
+    assert_eq!(
+        serial_of(store, "example.org").await,
+        serial.wrapping_add(1)
+    );
+    assert!(matches!(
+        store.update_zone(&admin(), new_zone("nope.example")).await,
+        Err(StoreError::UnknownZone { .. })
+    ));
 }
 
 async fn records_add_validate_remove(store: &Store) {
@@ -1437,15 +1512,31 @@ async fn change_log_order_and_serial_bumps(store: &Store) {
 
     // Pruning keeps the newest entry, so the latest serial never goes back.
     let latest = store.latest_serial().await.unwrap();
-    let pruned = store.prune_changes(i64::MAX).await.unwrap();
+    let pruned = store.prune_changes(&admin(), i64::MAX).await.unwrap();
     assert_eq!(pruned, changes.len() as u64 - 1);
     assert_eq!(store.latest_serial().await.unwrap(), latest);
+    let audit = store.recent_audit(1).await.unwrap();
+    assert_eq!(audit[0].action, "changes.prune");
     store
         .add_host(&admin(), new_host("h2.dyn.example.org", "alice"), None)
         .await
         .unwrap();
     assert!(store.latest_serial().await.unwrap() > latest);
-    assert_eq!(store.prune_changes(0).await.unwrap(), 0);
+    assert_eq!(store.prune_changes(&admin(), 0).await.unwrap(), 0);
+    // A reader behind the pruned part is told to reload; one at or after the
+    // cut continues.
+    let err = store.changes_since(0, 10).await.unwrap_err();
+    let StoreError::ChangesPruned {
+        since: 0,
+        pruned_through,
+    } = err
+    else {
+        panic!("expected ChangesPruned, got {err}");
+    };
+    assert_eq!(pruned_through, changes[changes.len() - 2].serial);
+    let tail = store.changes_since(pruned_through, 10).await.unwrap();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0].serial, latest);
 }
 
 async fn concurrent_writers(store: &Store) {

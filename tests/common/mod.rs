@@ -171,6 +171,23 @@ impl Daemon {
         )
     }
 
+    /// Waits until the process has printed `needle` (start-up messages come
+    /// a moment after the sockets answer), or fails the test after 10 s.
+    pub fn wait_for_output(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = self.output();
+            if output.contains(needle) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the output within 10 s:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on the pid of a child we spawned and have not

@@ -1,14 +1,15 @@
 //! Measures the responder's memory per name: builds the benchmark zone with
 //! N names (default 1,000,000; `snapshot_memory 10000000` for 10M) and
-//! prints resident bytes per name and shard heap bytes per name.
+//! prints resident bytes per name and shard heap bytes per name, then the
+//! time to apply 100-change batches (one publish each).
 //!
-//! Run: `cargo run --release -p ddserver-bench --bin snapshot_memory [N]`
+//! Run: `cargo run --release -p ddserver-bench --bin snapshot_memory [N [BATCHES]]`
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ddserver_bench::{resident_bytes, writer};
+use ddserver_bench::{batch, resident_bytes, writer};
 
 /// The allocator of the `ddserver` binary, counting live heap bytes.
 struct Counting;
@@ -78,6 +79,37 @@ fn main() {
         "shard heap bytes per name: {:.1}",
         snapshot.shard_heap_bytes() as f64 / names as f64
     );
+
+    // Publishing cost: batches of 100 host updates, one publish each.
+    let rounds: u32 = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let mut w = w;
+    let batches: Vec<_> = (1..=rounds).map(|round| batch(names, round)).collect();
+    let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
+    let mut rebuilt = 0;
+    for changes in batches {
+        rebuilt += w.apply(changes).shards_rebuilt;
+    }
+    let per_batch = start.elapsed() / rounds;
+    let cpu_us = (thread_cpu_ns() - cpu_start) as f64 / 1000.0 / f64::from(rounds);
+    println!(
+        "apply 100-change batch: {per_batch:.2?} wall, {cpu_us:.0} µs thread CPU ({} shards rebuilt per batch)",
+        rebuilt / rounds as usize
+    );
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusive
+    // pointer we pass and reads nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 unsafe extern "C" {

@@ -15,6 +15,13 @@
 //! batch". Both backends share every line of DNS logic (the handler) and the
 //! TCP code.
 //!
+//! Wiring: `start(&config, source, handler)` where `source` is any
+//! [`Source`] (an `Arc<ArcSwap<S>>`, or the sharded snapshot's publication
+//! type) and `handler` is `handle::handle` or any
+//! `Fn(&S, &[u8], &mut [u8], Transport) -> Outcome`. Per-worker counters are
+//! summed by [`Server::stats`]. A worker whose handler panics logs it and
+//! stops; its sockets close and SO_REUSEPORT gives its traffic to the others.
+//!
 //! This layer must never: allocate, lock, log or make a syscall per UDP packet
 //! beyond the batched receive/send; look inside DNS messages (that is the
 //! handler's job); hold any state shared between workers other than the
@@ -33,6 +40,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,6 +61,35 @@ pub enum IoMode {
     /// epoll + recvmmsg/sendmmsg; works wherever Linux does.
     Portable,
 }
+
+impl std::str::FromStr for IoMode {
+    type Err = UnknownIoMode;
+
+    /// The configuration words: `auto`, `io_uring`, `portable`.
+    fn from_str(s: &str) -> Result<IoMode, UnknownIoMode> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "io_uring" => Ok(IoMode::IoUring),
+            "portable" => Ok(IoMode::Portable),
+            _ => Err(UnknownIoMode),
+        }
+    }
+}
+
+impl std::fmt::Display for IoMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoMode::Auto => "auto",
+            IoMode::IoUring => "io_uring",
+            IoMode::Portable => "portable",
+        })
+    }
+}
+
+/// An I/O mode word other than `auto`, `io_uring` or `portable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown I/O mode (expected auto, io_uring or portable)")]
+pub struct UnknownIoMode;
 
 /// The backend the workers actually run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +181,10 @@ impl IoConfig {
 /// Why the socket layer could not start or a worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
+    /// `IoConfig::listen` is empty.
     #[error("no listen address configured")]
     NoListenAddress,
+    /// bind/listen failed (address in use, not local, no permission).
     #[error("binding {transport} socket to {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -153,6 +192,7 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// socket() or a socket option failed.
     #[error("setting up {transport} socket for {addr} ({what}): {source}")]
     Socket {
         addr: SocketAddr,
@@ -161,12 +201,15 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// `IoMode::IoUring` was asked for and the probe failed (EPERM under a
+    /// seccomp profile, kernel.io_uring_disabled, old kernel).
     #[error("io_uring is unavailable ({what}): {source}")]
     IoUringUnavailable {
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
+    /// A worker's setup or loop failed on a syscall.
     #[error("worker {worker}: {what}: {source}")]
     Worker {
         worker: usize,
@@ -174,12 +217,91 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    /// eventfd() failed.
     #[error("creating the shutdown eventfd: {0}")]
     ShutdownFd(#[source] std::io::Error),
+    /// The OS refused a thread.
     #[error("spawning worker thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The handler (or this layer) panicked in that worker.
     #[error("worker {worker} panicked")]
     WorkerPanicked { worker: usize },
+}
+
+/// Counts since start, summed over all workers by [`Server::stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IoStats {
+    /// UDP datagrams received (including ones the handler dropped).
+    pub udp_received: u64,
+    /// UDP answers handed to the kernel successfully.
+    pub udp_answered: u64,
+    /// TCP connections accepted and kept.
+    pub tcp_accepted: u64,
+    /// TCP connections closed right after accept (connection limit).
+    pub tcp_refused: u64,
+    /// TCP connections closed for idleness (RFC 7766 §6.2.3).
+    pub tcp_idle_closed: u64,
+    /// Complete queries read from TCP connections.
+    pub tcp_queries: u64,
+    /// TCP answers queued for sending.
+    pub tcp_answered: u64,
+}
+
+/// One worker's counters. Written only by that worker, with one relaxed add
+/// per counter and batch (never per packet), read by [`Server::stats`]. On
+/// its own cache line so workers never share one (Knot's per-thread stats).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct Counters {
+    udp_received: AtomicU64,
+    udp_answered: AtomicU64,
+    tcp_accepted: AtomicU64,
+    tcp_refused: AtomicU64,
+    tcp_idle_closed: AtomicU64,
+    tcp_queries: AtomicU64,
+    tcp_answered: AtomicU64,
+}
+
+/// Which counter to add to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    UdpReceived,
+    UdpAnswered,
+    TcpAccepted,
+    TcpRefused,
+    TcpIdleClosed,
+    TcpQueries,
+    TcpAnswered,
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let c = match counter {
+            Counter::UdpReceived => &self.udp_received,
+            Counter::UdpAnswered => &self.udp_answered,
+            Counter::TcpAccepted => &self.tcp_accepted,
+            Counter::TcpRefused => &self.tcp_refused,
+            Counter::TcpIdleClosed => &self.tcp_idle_closed,
+            Counter::TcpQueries => &self.tcp_queries,
+            Counter::TcpAnswered => &self.tcp_answered,
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_to(&self, s: &mut IoStats) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        s.udp_received += get(&self.udp_received);
+        s.udp_answered += get(&self.udp_answered);
+        s.tcp_accepted += get(&self.tcp_accepted);
+        s.tcp_refused += get(&self.tcp_refused);
+        s.tcp_idle_closed += get(&self.tcp_idle_closed);
+        s.tcp_queries += get(&self.tcp_queries);
+        s.tcp_answered += get(&self.tcp_answered);
+    }
 }
 
 /// The running socket layer. Dropping it shuts down like [`Server::shutdown`].
@@ -189,6 +311,7 @@ pub struct Server {
     backend: Backend,
     shutdown_fd: OwnedFd,
     workers: Vec<JoinHandle<Result<(), IoError>>>,
+    counters: Vec<Arc<Counters>>,
 }
 
 impl Server {
@@ -201,6 +324,16 @@ impl Server {
     /// The backend the workers run.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Counters summed over all workers (each worker updates its own once
+    /// per batch, so a just-sent answer may show up a moment later).
+    pub fn stats(&self) -> IoStats {
+        let mut s = IoStats::default();
+        for c in &self.counters {
+            c.add_to(&mut s);
+        }
+        s
     }
 
     /// Stops every worker and joins it; returns the first worker error.
@@ -250,6 +383,7 @@ struct WorkerParts<Src, H> {
     shared: Src,
     handler: H,
     cpu: Option<usize>,
+    counters: Arc<Counters>,
 }
 
 /// Where workers get the current snapshot from: one `load` per receive
@@ -343,9 +477,12 @@ where
         backend,
         shutdown_fd,
         workers: Vec::with_capacity(config.workers),
+        counters: Vec::with_capacity(config.workers),
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), IoError>>();
     for (index, (udp, tcp)) in per_worker.into_iter().enumerate() {
+        let counters = Arc::new(Counters::default());
+        server.counters.push(counters.clone());
         let parts = WorkerParts {
             index,
             config: config.clone(),
@@ -355,11 +492,22 @@ where
             shared: shared.clone(),
             handler: handler.clone(),
             cpu: (config.pin_workers && !cpus.is_empty()).then(|| cpus[index % cpus.len()]),
+            counters,
         };
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("dns-io-{index}"))
-            .spawn(move || run_worker(parts, backend, ready));
+            .spawn(move || {
+                // A panic in the handler is a bug (DESIGN.md invariant 6);
+                // say so at once instead of at shutdown. The worker's
+                // sockets close, so SO_REUSEPORT hands its share of the
+                // traffic to the other workers.
+                let run = std::panic::AssertUnwindSafe(|| run_worker(parts, backend, ready));
+                std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                    tracing::error!("responder I/O worker {index} panicked and stopped");
+                    Err(IoError::WorkerPanicked { worker: index })
+                })
+            });
         match spawned {
             Ok(h) => server.workers.push(h),
             Err(e) => {

@@ -13,7 +13,7 @@ use std::sync::mpsc::Sender;
 
 use super::socket::Epoll;
 use super::tcp::Tcp;
-use super::{IoError, Source, WorkerParts};
+use super::{Counter, Counters, IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
 
 const SHUTDOWN: u64 = u64::MAX;
@@ -81,7 +81,7 @@ impl UdpBatch {
 
     /// Receives up to one batch from `fd`, answers it and sends the answers.
     /// Returns how many datagrams were received (0: nothing was queued).
-    fn run_once<Src, H>(&mut self, fd: i32, shared: &Src, handler: &H) -> usize
+    fn run_once<Src, H>(&mut self, fd: i32, shared: &Src, handler: &H, counters: &Counters) -> usize
     where
         Src: Source,
         H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
@@ -127,11 +127,15 @@ impl UdpBatch {
             m += 1;
         }
         drop(snapshot);
-        self.send(fd, m);
+        let sent = self.send(fd, m);
+        counters.add(Counter::UdpReceived, n as u64);
+        counters.add(Counter::UdpAnswered, sent as u64);
         n
     }
 
-    fn send(&mut self, fd: i32, m: usize) {
+    /// Sends the first `m` prepared answers; returns how many the kernel took.
+    fn send(&mut self, fd: i32, m: usize) -> usize {
+        let mut ok = 0;
         let mut sent = 0;
         let mut retries = 0;
         while sent < m {
@@ -147,17 +151,19 @@ impl UdpBatch {
             };
             if r > 0 {
                 sent += r as usize;
+                ok += r as usize;
                 continue;
             }
             match std::io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => {}
                 Some(libc::EAGAIN | libc::ENOBUFS) if retries < SEND_RETRIES => retries += 1,
-                Some(libc::EAGAIN | libc::ENOBUFS) => return,
+                Some(libc::EAGAIN | libc::ENOBUFS) => return ok,
                 // This one datagram cannot be sent (e.g. EINVAL, EPERM by a
                 // firewall): skip it, send the rest.
                 _ => sent += 1,
             }
         }
+        ok
     }
 }
 
@@ -185,6 +191,7 @@ where
             parts.tcp,
             parts.config.tcp_max_connections_per_worker,
             parts.config.tcp_idle_timeout,
+            parts.counters.clone(),
         )
         .map_err(err("TCP epoll set"))?;
         let ev = libc::EPOLLIN as u32;
@@ -208,6 +215,7 @@ where
     };
     let udp: Vec<OwnedFd> = parts.udp;
     let shared = parts.shared;
+    let counters = parts.counters;
     let handler = parts.handler;
     let mut batch = UdpBatch::new(
         parts.config.udp_batch,
@@ -238,7 +246,7 @@ where
                         // A short batch means the queue was empty a moment
                         // ago: go back to epoll rather than pay a recvmmsg
                         // that returns EAGAIN.
-                        if batch.run_once(fd, &shared, &handler) < batch.batch {
+                        if batch.run_once(fd, &shared, &handler, &counters) < batch.batch {
                             break;
                         }
                     }

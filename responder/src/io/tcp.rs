@@ -15,10 +15,11 @@
 //! past `tcp_idle_timeout`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Source;
 use super::socket::{Epoll, close_now, setsockopt_int};
+use super::{Counter, Counters, Source};
 use crate::{Outcome, Transport};
 
 /// Largest DNS message over TCP (the 2-byte length prefix).
@@ -62,6 +63,7 @@ pub(super) struct Tcp {
     /// The handler's response buffer: 2 bytes of length prefix + 65535.
     scratch: Box<[u8]>,
     events: Box<[libc::epoll_event]>,
+    counters: Arc<Counters>,
 }
 
 /// What servicing a connection decided.
@@ -75,6 +77,7 @@ impl Tcp {
         listeners: Vec<OwnedFd>,
         max_connections: usize,
         idle_timeout: Duration,
+        counters: Arc<Counters>,
     ) -> std::io::Result<Tcp> {
         let epoll = Epoll::new()?;
         for (i, l) in listeners.iter().enumerate() {
@@ -92,6 +95,7 @@ impl Tcp {
             next_sweep: Instant::now(),
             scratch: vec![0; 2 + MAX_MESSAGE].into_boxed_slice(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS].into_boxed_slice(),
+            counters,
         })
     }
 
@@ -125,6 +129,7 @@ impl Tcp {
                 .is_some_and(|c| now.duration_since(c.last_activity) >= self.idle_timeout);
             if idle {
                 self.close(i);
+                self.counters.add(Counter::TcpIdleClosed, 1);
             }
         }
     }
@@ -162,7 +167,7 @@ impl Tcp {
                 let Some(conn) = self.slots[slot].connection.as_mut() else {
                     continue;
                 };
-                let next = service(conn, &mut self.scratch, shared, handler);
+                let next = service(conn, &mut self.scratch, shared, handler, &self.counters);
                 let next = match next {
                     Next::Keep => update_interest(&self.epoll, conn, token),
                     Next::Close => Next::Close,
@@ -208,6 +213,7 @@ impl Tcp {
             }
             if self.open >= self.max_connections {
                 close_now(fd);
+                self.counters.add(Counter::TcpRefused, 1);
                 continue;
             }
             // Answers are whole messages; do not let Nagle hold back the
@@ -243,6 +249,7 @@ impl Tcp {
                 eof: false,
             });
             self.open += 1;
+            self.counters.add(Counter::TcpAccepted, 1);
         }
     }
 
@@ -259,13 +266,19 @@ impl Tcp {
 
 /// Answers buffered queries, writes, reads; until the socket would block,
 /// the output is backlogged, or the peer closed.
-fn service<Src, H>(conn: &mut Connection, scratch: &mut [u8], shared: &Src, handler: &H) -> Next
+fn service<Src, H>(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    shared: &Src,
+    handler: &H,
+    counters: &Counters,
+) -> Next
 where
     Src: Source,
     H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
 {
     loop {
-        if conn.pending() < OUTPUT_HIGH_WATER && !answer(conn, scratch, shared, handler) {
+        if conn.pending() < OUTPUT_HIGH_WATER && !answer(conn, scratch, shared, handler, counters) {
             return Next::Close;
         }
         match flush(conn) {
@@ -318,7 +331,13 @@ where
 ///
 /// The snapshot is loaded here, after the read, once per call: a query
 /// sent after a swap is always answered from the new snapshot.
-fn answer<Src, H>(conn: &mut Connection, scratch: &mut [u8], shared: &Src, handler: &H) -> bool
+fn answer<Src, H>(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    shared: &Src,
+    handler: &H,
+    counters: &Counters,
+) -> bool
 where
     Src: Source,
     H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
@@ -330,6 +349,7 @@ where
     let snapshot = shared.load();
     let snapshot: &Src::Snapshot = &snapshot;
     let mut start = 0;
+    let (mut queries, mut answers) = (0, 0);
     while conn.input_len - start >= 2 && conn.pending() < OUTPUT_HIGH_WATER {
         let len = usize::from(u16::from_be_bytes([
             conn.input[start],
@@ -342,13 +362,17 @@ where
             break;
         }
         let query = &conn.input[start + 2..start + 2 + len];
+        queries += 1;
         if let Outcome::Reply(n) = handler(snapshot, query, &mut scratch[2..], Transport::Tcp) {
             let n = n.min(MAX_MESSAGE);
             scratch[..2].copy_from_slice(&(n as u16).to_be_bytes());
             conn.output.extend_from_slice(&scratch[..2 + n]);
+            answers += 1;
         }
         start += 2 + len;
     }
+    counters.add(Counter::TcpQueries, queries);
+    counters.add(Counter::TcpAnswered, answers);
     if start > 0 {
         conn.input.copy_within(start..conn.input_len, 0);
         conn.input_len -= start;

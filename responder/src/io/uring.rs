@@ -28,6 +28,7 @@
 
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::tcp::Tcp;
-use super::{IoConfig, IoError, Source, WorkerParts};
+use super::{Counter, Counters, IoConfig, IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
 
 /// user_data tags (top byte); the low bits carry a socket index or buffer id.
@@ -262,6 +263,7 @@ where
             parts.tcp,
             config.tcp_max_connections_per_worker,
             config.tcp_idle_timeout,
+            parts.counters.clone(),
         )
         .map_err(err("TCP epoll set"))?;
         Ok((ring, buffers, tcp))
@@ -287,12 +289,22 @@ where
         sends_in_flight: 0,
         recvs_armed: 0,
         cqes: Vec::with_capacity(config.udp_batch),
+        counters: parts.counters.clone(),
+        batch_received: 0,
+        batch_answered: 0,
+        drained: false,
     };
     // The kernel reads only these two lengths from the recvmsg template.
     worker.recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
     worker.recv_msghdr.msg_controllen = 0;
-    let result = worker.serve(&parts.shared, &parts.handler, &ready);
+    if let Err(e) = worker.arm() {
+        worker.drain();
+        let _ = ready.send(Err(err("arming the ring")(e)));
+        return Ok(());
+    }
+    let _ = ready.send(Ok(()));
     drop(ready);
+    let result = worker.serve(&parts.shared, &parts.handler);
     worker.drain();
     result.map_err(err("io_uring_enter"))
 }
@@ -323,6 +335,11 @@ struct Worker {
     recvs_armed: usize,
     /// Completions being handled (capacity fixed at start).
     cqes: Vec<cqueue::Entry>,
+    counters: Arc<Counters>,
+    /// Counts of the current batch, added to `counters` once per batch.
+    batch_received: u64,
+    batch_answered: u64,
+    drained: bool,
 }
 
 impl Worker {
@@ -331,7 +348,8 @@ impl Worker {
     fn push(&mut self, entry: &squeue::Entry) -> std::io::Result<()> {
         loop {
             // SAFETY: every entry we build points only at memory owned by
-            // `self` (msghdrs, iovecs, buffers) that outlives the operation:
+            // `self` (the recvmsg template, provided and response buffers)
+            // that outlives the operation:
             // `drain` waits for all operations before anything is freed.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
@@ -361,16 +379,8 @@ impl Worker {
         self.push(&entry)
     }
 
-    fn serve<Src, H>(
-        &mut self,
-        shared: &Src,
-        handler: &H,
-        ready: &Sender<Result<(), IoError>>,
-    ) -> std::io::Result<()>
-    where
-        Src: Source,
-        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
-    {
+    /// Starts the multishot receives and the TCP and shutdown polls.
+    fn arm(&mut self) -> std::io::Result<()> {
         for socket in 0..self.udp.len() {
             self.arm_recv(socket)?;
         }
@@ -380,8 +390,15 @@ impl Worker {
             .user_data(user_data(TAG_SHUTDOWN, 0));
         self.push(&shutdown)?;
         self.ring.submit()?;
-        let _ = ready.send(Ok(()));
+        Ok(())
+    }
 
+    /// Serves until the shutdown eventfd becomes readable.
+    fn serve<Src, H>(&mut self, shared: &Src, handler: &H) -> std::io::Result<()>
+    where
+        Src: Source,
+        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
+    {
         loop {
             self.wait()?;
             // One snapshot load per batch, after the completions arrived.
@@ -406,6 +423,7 @@ impl Worker {
                             // A failed send (e.g. EPERM from a firewall) loses
                             // one answer, as with sendmmsg: nothing to retry.
                             self.sends_in_flight -= 1;
+                            self.batch_answered += u64::from(cqe.result() >= 0);
                             self.buffers.give_back(low as u16);
                         }
                         TAG_TCP => {
@@ -421,6 +439,14 @@ impl Worker {
             }
             self.cqes = cqes;
             self.buffers.publish();
+            self.counters.add(
+                Counter::UdpReceived,
+                std::mem::take(&mut self.batch_received),
+            );
+            self.counters.add(
+                Counter::UdpAnswered,
+                std::mem::take(&mut self.batch_answered),
+            );
             if stop {
                 return Ok(());
             }
@@ -478,6 +504,7 @@ impl Worker {
             self.buffers.give_back(bid);
             return Ok(());
         };
+        self.batch_received += 1;
         if message.is_payload_truncated() || message.is_name_data_truncated() {
             self.buffers.give_back(bid); // longer than `udp_max_query`
             return Ok(());
@@ -512,15 +539,21 @@ impl Worker {
     }
 
     /// Cancels every operation and waits until none can touch our memory.
+    /// Runs once: at shutdown, or from `Drop` when the worker unwinds.
     fn drain(&mut self) {
+        if self.drained {
+            return;
+        }
+        self.drained = true;
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data(TAG_CANCEL, 0));
-        if self.push(&cancel).is_err() {
-            return;
-        }
+        let cancelled = self.push(&cancel).is_ok();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while (self.recvs_armed > 0 || self.sends_in_flight > 0) && Instant::now() < deadline {
+        while cancelled
+            && (self.recvs_armed > 0 || self.sends_in_flight > 0)
+            && Instant::now() < deadline
+        {
             let ts = types::Timespec::new().nsec(10_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
@@ -532,7 +565,7 @@ impl Worker {
                 }
             }
         }
-        if self.recvs_armed > 0 || self.sends_in_flight > 0 {
+        if !cancelled || self.recvs_armed > 0 || self.sends_in_flight > 0 {
             // Never free memory the kernel may still use.
             tracing::warn!(
                 "responder io_uring: operations still in flight at shutdown; leaking the worker's buffers"
@@ -543,5 +576,11 @@ impl Worker {
             return;
         }
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.drain();
     }
 }

@@ -6,8 +6,13 @@
 //! Lookups are open addressing with linear probing on a keyed hash
 //! ([`NameHasher`]), so crafted names cannot force long probe chains.
 //!
-//! Built once on the writer thread, then only read. Never mutated in place:
-//! a change builds a new table (copy-on-write of one shard).
+//! Built on the writer thread, then only read. Never mutated once published:
+//! a change makes a new table (copy-on-write of one shard). The common
+//! change, a host's address, is a copy of the slots and the arena with the
+//! payload overwritten (same length); other changes append to the copied
+//! arena and leave a tombstone, until dead space passes a quarter and the
+//! table is rebuilt. So a change costs two `memcpy`s of one shard, not a
+//! re-insertion of every name in it.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -43,10 +48,64 @@ impl NameHasher {
 
 /// See the module documentation.
 pub(crate) struct Table {
-    /// 0 = empty, otherwise arena offset + 1. Length is a power of two (or 0).
+    /// `EMPTY`, `TOMBSTONE`, or arena offset + 1. Length is a power of two (or 0).
     slots: Box<[u32]>,
     arena: Box<[u8]>,
+    /// Live entries.
     len: u32,
+    /// Slots holding `TOMBSTONE`.
+    tombstones: u32,
+    /// Arena octets of replaced or removed entries.
+    dead: u32,
+}
+
+const EMPTY: u32 = 0;
+/// A removed entry: lookups probe past it, inserts may reuse it.
+const TOMBSTONE: u32 = u32::MAX;
+
+/// One change to a table: name, its hash, new payload (`None`: remove).
+pub(crate) type TableUpdate<'a> = (&'a [u8], u64, Option<&'a [u8]>);
+
+fn entry_len(name: &[u8], payload: &[u8]) -> usize {
+    3 + name.len() + payload.len()
+}
+
+fn push_entry(arena: &mut Vec<u8>, name: &[u8], payload: &[u8]) -> u32 {
+    let offset = arena.len();
+    arena.push(name.len() as u8);
+    arena.extend_from_slice(name);
+    arena.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    arena.extend_from_slice(payload);
+    u32::try_from(offset + 1).expect("shard arena below 4 GiB")
+}
+
+/// Where `name` is in `slots` over `arena`, if present.
+#[inline]
+fn find_slot(slots: &[u32], arena: &[u8], hash: u64, name: &[u8]) -> Option<usize> {
+    let mask = slots.len() - 1;
+    let mut i = slot_of(hash) & mask;
+    loop {
+        match slots[i] {
+            EMPTY => return None,
+            TOMBSTONE => {}
+            slot => {
+                let (entry_name, _) = entry_at(arena, (slot - 1) as usize);
+                if entry_name == name {
+                    return Some(i);
+                }
+            }
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+#[inline]
+fn entry_at(arena: &[u8], at: usize) -> (&[u8], &[u8]) {
+    let name_len = usize::from(arena[at]);
+    let name = &arena[at + 1..at + 1 + name_len];
+    let p = at + 1 + name_len;
+    let payload_len = usize::from(u16::from_le_bytes([arena[p], arena[p + 1]]));
+    (name, &arena[p + 2..p + 2 + payload_len])
 }
 
 impl Table {
@@ -55,6 +114,8 @@ impl Table {
             slots: Box::default(),
             arena: Box::default(),
             len: 0,
+            tombstones: 0,
+            dead: 0,
         }
     }
 
@@ -63,29 +124,97 @@ impl Table {
         if entries.is_empty() {
             return Self::empty();
         }
-        let arena_len: usize = entries.iter().map(|(n, _, p)| 3 + n.len() + p.len()).sum();
+        let arena_len: usize = entries.iter().map(|(n, _, p)| entry_len(n, p)).sum();
         let mut arena = Vec::with_capacity(arena_len);
         // Load factor at most 3/4 keeps linear probing short.
         let capacity = (entries.len() * 4).div_ceil(3).next_power_of_two().max(2);
         let mut slots = vec![0u32; capacity].into_boxed_slice();
         let mask = capacity - 1;
         for &(name, hash, payload) in entries {
-            let offset = arena.len();
-            arena.push(name.len() as u8);
-            arena.extend_from_slice(name);
-            arena.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-            arena.extend_from_slice(payload);
+            let slot = push_entry(&mut arena, name, payload);
             let mut i = slot_of(hash) & mask;
-            while slots[i] != 0 {
+            while slots[i] != EMPTY {
                 i = (i + 1) & mask;
             }
-            slots[i] = u32::try_from(offset + 1).expect("shard arena below 4 GiB");
+            slots[i] = slot;
         }
         Self {
             slots,
             arena: arena.into_boxed_slice(),
             len: entries.len() as u32,
+            tombstones: 0,
+            dead: 0,
         }
+    }
+
+    /// A copy of this table with `updates` (distinct names) applied, or
+    /// `None` when it should be rebuilt instead (too full, or a quarter of
+    /// the arena dead).
+    pub(crate) fn patched(&self, updates: &[TableUpdate<'_>]) -> Option<Self> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let extra: usize = updates
+            .iter()
+            .map(|(n, _, p)| p.map_or(0, |p| entry_len(n, p)))
+            .sum();
+        let mut arena = Vec::with_capacity(self.arena.len() + extra);
+        arena.extend_from_slice(&self.arena);
+        let mut slots = self.slots.clone();
+        let (mut len, mut tombstones, mut dead) = (
+            self.len as usize,
+            self.tombstones as usize,
+            self.dead as usize,
+        );
+        let mask = slots.len() - 1;
+        for &(name, hash, payload) in updates {
+            let found = find_slot(&slots, &arena, hash, name);
+            if let Some(i) = found {
+                let at = (slots[i] - 1) as usize;
+                let (_, old) = entry_at(&arena, at);
+                let old_len = old.len();
+                if let Some(new) = payload
+                    && new.len() == old_len
+                {
+                    // Same size (an address change): overwrite in the copy.
+                    let start = at + 3 + name.len();
+                    arena[start..start + old_len].copy_from_slice(new);
+                    continue;
+                }
+                slots[i] = TOMBSTONE;
+                tombstones += 1;
+                dead += entry_len(name, old);
+                len -= 1;
+            }
+            let Some(payload) = payload else { continue };
+            // Never fill the last free slots: probing relies on an EMPTY
+            // slot, and chains stay short (checked per insert, not once at
+            // the end, so a batch of inserts cannot fill the table).
+            if (len + tombstones + 1) * 4 > slots.len() * 3 {
+                return None;
+            }
+            let slot = push_entry(&mut arena, name, payload);
+            let mut i = slot_of(hash) & mask;
+            while slots[i] != EMPTY && slots[i] != TOMBSTONE {
+                i = (i + 1) & mask;
+            }
+            if slots[i] == TOMBSTONE {
+                tombstones -= 1;
+            }
+            slots[i] = slot;
+            len += 1;
+        }
+        // Keep the arena mostly live.
+        if dead * 4 > arena.len() {
+            return None;
+        }
+        Some(Self {
+            slots,
+            arena: arena.into_boxed_slice(),
+            len: len as u32,
+            tombstones: tombstones as u32,
+            dead: dead as u32,
+        })
     }
 
     /// The payload stored for `name` (lower-case wire form) with hash `hash`.
@@ -94,42 +223,16 @@ impl Table {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let mut i = slot_of(hash) & mask;
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
-            }
-            let at = (slot - 1) as usize;
-            let (entry_name, payload) = self.entry_at(at);
-            if entry_name == name {
-                return Some(payload);
-            }
-            i = (i + 1) & mask;
-        }
+        let i = find_slot(&self.slots, &self.arena, hash, name)?;
+        Some(entry_at(&self.arena, (self.slots[i] - 1) as usize).1)
     }
 
-    #[inline]
-    fn entry_at(&self, at: usize) -> (&[u8], &[u8]) {
-        let name_len = usize::from(self.arena[at]);
-        let name = &self.arena[at + 1..at + 1 + name_len];
-        let p = at + 1 + name_len;
-        let payload_len = usize::from(u16::from_le_bytes([self.arena[p], self.arena[p + 1]]));
-        (name, &self.arena[p + 2..p + 2 + payload_len])
-    }
-
-    /// All `(name, payload)` entries, in arena order.
+    /// All live `(name, payload)` entries, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            if at >= self.arena.len() {
-                return None;
-            }
-            let (name, payload) = self.entry_at(at);
-            at += 3 + name.len() + payload.len();
-            Some((name, payload))
-        })
+        self.slots
+            .iter()
+            .filter(|&&slot| slot != EMPTY && slot != TOMBSTONE)
+            .map(|&slot| entry_at(&self.arena, (slot - 1) as usize))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -173,5 +276,53 @@ mod tests {
         assert_eq!(t.get(h.hash(b"\x01x\x00"), b"\x01x\x00"), None);
         assert_eq!(t.iter().count(), 100);
         assert_eq!(Table::empty().get(1, b"\x00"), None);
+    }
+
+    #[test]
+    fn patched_overwrites_appends_and_removes() {
+        let h = NameHasher::random();
+        let names: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("\x03n{i:02}\x00").into_bytes())
+            .collect();
+        let entries: Vec<(&[u8], u64, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_slice(), h.hash(n), &b"AAAA"[..]))
+            .collect();
+        let t = Table::build(&entries);
+        let new_name = b"\x03new\x00".to_vec();
+        let updates: Vec<TableUpdate<'_>> = vec![
+            (&names[0], h.hash(&names[0]), Some(&b"BBBB"[..])), // same size
+            (&names[1], h.hash(&names[1]), Some(&b"CC"[..])),   // other size
+            (&names[2], h.hash(&names[2]), None),               // removed
+            (&new_name, h.hash(&new_name), Some(&b"DDDDDD"[..])), // new
+        ];
+        let p = t.patched(&updates).expect("small change patches");
+        assert_eq!(p.get(h.hash(&names[0]), &names[0]), Some(&b"BBBB"[..]));
+        assert_eq!(p.get(h.hash(&names[1]), &names[1]), Some(&b"CC"[..]));
+        assert_eq!(p.get(h.hash(&names[2]), &names[2]), None);
+        assert_eq!(p.get(h.hash(&new_name), &new_name), Some(&b"DDDDDD"[..]));
+        assert_eq!(p.get(h.hash(&names[3]), &names[3]), Some(&b"AAAA"[..]));
+        assert_eq!(p.len(), 40);
+        assert_eq!(p.iter().count(), 40);
+        // The original is untouched (copy-on-write).
+        assert_eq!(t.get(h.hash(&names[0]), &names[0]), Some(&b"AAAA"[..]));
+        // Many inserts into a small table ask for a rebuild (it must grow)
+        // instead of filling every slot.
+        let more: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("\x03m{i:02}\x00").into_bytes())
+            .collect();
+        let inserts: Vec<TableUpdate<'_>> = more
+            .iter()
+            .map(|n| (n.as_slice(), h.hash(n), Some(&b"x"[..])))
+            .collect();
+        assert!(t.patched(&inserts).is_none());
+        let small = Table::build(&entries[..1]);
+        assert!(small.patched(&inserts[..3]).is_none());
+        // Removing most names asks for a rebuild (dead space).
+        let removals: Vec<TableUpdate<'_>> = names[..30]
+            .iter()
+            .map(|n| (n.as_slice(), h.hash(n), None))
+            .collect();
+        assert!(t.patched(&removals).is_none());
     }
 }

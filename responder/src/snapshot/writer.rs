@@ -7,15 +7,21 @@
 //!
 //! Must never: be called from a worker thread, or block workers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The writer's own maps: foldhash with a random seed (SipHash showed up as
+/// the top cost of a batch; the keys are names users choose, so keyed).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::table::{NameHasher, Table};
+use super::table::{NameHasher, Table, TableUpdate};
 use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
-use crate::render::{self, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics};
+use crate::render::{
+    self, FLAG_HAS_ACME, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics,
+};
 use crate::wire::{self, NameKey};
 use crate::zone::{Change, HostData, ZoneData};
 
@@ -107,7 +113,19 @@ pub struct SnapshotWriter {
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
     zones_dirty: bool,
     retired: VecDeque<Arc<Snapshot>>,
+    /// The pointer table of the last freed snapshot, reused by the next publish.
+    spare_table: Option<SpareTable>,
 }
+
+/// A freed snapshot's shard pointer table, kept only for its memory.
+struct SpareTable(Box<[Option<NonNull<Table>>]>);
+
+// SAFETY: the pointers in a spare table are stale and never dereferenced;
+// the table is overwritten with a live snapshot's pointers before any use.
+// Moving it to another thread moves only plain memory.
+unsafe impl Send for SpareTable {}
+// SAFETY: as for `Send`: no access through `&SpareTable` reads the pointees.
+unsafe impl Sync for SpareTable {}
 
 impl SnapshotWriter {
     /// A writer publishing an empty snapshot (every query REFUSED).
@@ -136,10 +154,11 @@ impl SnapshotWriter {
             hasher,
             settings,
             zones: BTreeMap::new(),
-            ent_refs: HashMap::new(),
-            pending: HashMap::new(),
+            ent_refs: HashMap::default(),
+            pending: HashMap::default(),
             zones_dirty: false,
             retired: VecDeque::new(),
+            spare_table: None,
         }
     }
 
@@ -172,7 +191,10 @@ impl SnapshotWriter {
             applied: 1,
             ..Default::default()
         };
-        for (i, host) in hosts.into_iter().enumerate() {
+        let hosts = hosts.into_iter();
+        // A bulk load: size the overlay once instead of growing it by rehashing.
+        self.pending.reserve(hosts.size_hint().0);
+        for (i, host) in hosts.enumerate() {
             match self.upsert_host(&zone_name, &host) {
                 Ok(()) => report.applied += 1,
                 Err(e) => report.rejected.push((i, e)),
@@ -316,13 +338,24 @@ impl SnapshotWriter {
         } else {
             Some(render::acme_payload(host, default_ttl)?)
         };
-        if self.kind(&name) != Some(KIND_HOST) {
+        // One lookup tells whether the host existed and (flag in its kind
+        // octet) whether its ACME name does: at 10M names each lookup here
+        // is a cache miss, the main cost of a change.
+        let old_kind = self.entry(&name).map(|p| p[0]);
+        let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
+        if !was_host {
             self.add_refs(&name, apex_labels);
         }
-        self.pending
-            .insert(name, Some(render::host_payload(host, default_ttl)));
+        let has_acme = acme.is_some() && acme_payload.is_some();
+        self.pending.insert(
+            name,
+            Some(render::host_payload(host, default_ttl, has_acme)),
+        );
         if let Some(acme) = acme {
-            let was_acme = self.kind(&acme) == Some(KIND_ACME);
+            let was_acme = match old_kind {
+                Some(kind) if was_host => kind & FLAG_HAS_ACME != 0,
+                _ => self.kind(&acme) == Some(KIND_ACME),
+            };
             match acme_payload {
                 Some(payload) => {
                     if !was_acme {
@@ -351,13 +384,19 @@ impl SnapshotWriter {
             .get(&key)
             .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
         let (name, acme) = Self::host_names(state, host)?;
+        let old_kind = self.entry(&name).map(|p| p[0]);
+        let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
         // The ACME name first: it counts toward the host name's references.
-        if let Some(acme) = acme
-            && self.kind(&acme) == Some(KIND_ACME)
-        {
-            self.drop_name(&acme, &key);
+        if let Some(acme) = acme {
+            let has_acme = match old_kind {
+                Some(kind) if was_host => kind & FLAG_HAS_ACME != 0,
+                _ => self.kind(&acme) == Some(KIND_ACME),
+            };
+            if has_acme {
+                self.drop_name(&acme, &key);
+            }
         }
-        if self.kind(&name) == Some(KIND_HOST) {
+        if was_host {
             self.drop_name(&name, &key);
         }
         Ok(())
@@ -379,7 +418,7 @@ impl SnapshotWriter {
             let old_statics = std::mem::replace(
                 &mut old.statics,
                 Statics {
-                    by_owner: HashMap::new(),
+                    by_owner: std::collections::HashMap::new(),
                 },
             );
             for owner in old_statics.by_owner.keys().filter(|o| **o != apex_lower) {
@@ -512,7 +551,7 @@ impl SnapshotWriter {
             self.collect_garbage();
             return 0;
         }
-        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::new();
+        let mut by_shard: HashMap<usize, Vec<PendingEntry>> = HashMap::default();
         for (name, payload) in self.pending.drain() {
             let hash = self.hasher.hash(&name);
             by_shard
@@ -522,9 +561,15 @@ impl SnapshotWriter {
         }
         // A bulk load leaves a huge, empty map behind: give the memory back.
         if self.pending.capacity() > 4096 {
-            self.pending = HashMap::new();
+            self.pending = HashMap::default();
         }
-        let mut shards = self.current.shards.clone();
+        let mut shards = match self.spare_table.take() {
+            Some(SpareTable(mut table)) => {
+                table.copy_from_slice(&self.current.shards);
+                table
+            }
+            None => self.current.shards.clone(),
+        };
         let mut replaced = Vec::with_capacity(by_shard.len());
         let mut names = self.current.names;
         let rebuilt = by_shard.len();
@@ -532,27 +577,22 @@ impl SnapshotWriter {
             let old = shards[index];
             // SAFETY: `old` belongs to the current snapshot, which we hold.
             let old_table = old.map(|p| unsafe { p.as_ref() });
-            let updated: HashMap<&[u8], Option<&[u8]>> = updates
+            let old_len = old_table.map_or(0, Table::len);
+            let changes: Vec<TableUpdate<'_>> = updates
                 .iter()
-                .map(|(n, p)| (n.as_slice(), p.as_deref()))
+                .map(|(n, p)| (n.as_slice(), self.hasher.hash(n), p.as_deref()))
                 .collect();
-            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::new();
-            for (name, payload) in old_table.into_iter().flat_map(Table::iter) {
-                if !updated.contains_key(name) {
-                    entries.push((name, self.hasher.hash(name), payload));
-                }
-            }
-            names -= old_table.map_or(0, Table::len);
-            for (name, payload) in &updated {
-                if let Some(payload) = payload {
-                    entries.push((name, self.hasher.hash(name), payload));
-                }
-            }
-            names += entries.len();
-            shards[index] = if entries.is_empty() {
+            // Usually a copy of the shard with the change patched in; a full
+            // rebuild when the shard is new, too full, or too fragmented.
+            let table = match old_table.and_then(|t| t.patched(&changes)) {
+                Some(table) => table,
+                None => Self::rebuild(&self.hasher, old_table, &changes),
+            };
+            names = names - old_len + table.len();
+            shards[index] = if table.len() == 0 {
                 None
             } else {
-                Some(NonNull::from(Box::leak(Box::new(Table::build(&entries)))))
+                Some(NonNull::from(Box::leak(Box::new(table))))
             };
             replaced.extend(old);
         }
@@ -584,6 +624,37 @@ impl SnapshotWriter {
         rebuilt
     }
 
+    /// A new table from the live entries of `old` with `changes` applied.
+    fn rebuild(hasher: &NameHasher, old: Option<&Table>, changes: &[TableUpdate<'_>]) -> Table {
+        // A batch touches a shard with one or two names: scan them; a bulk
+        // load gives a shard many: index them.
+        let indexed: HashMap<&[u8], ()> = if changes.len() > 8 {
+            changes.iter().map(|(n, _, _)| (*n, ())).collect()
+        } else {
+            HashMap::default()
+        };
+        let is_changed = |name: &[u8]| {
+            if changes.len() > 8 {
+                indexed.contains_key(name)
+            } else {
+                changes.iter().any(|(n, _, _)| *n == name)
+            }
+        };
+        let mut entries: Vec<(&[u8], u64, &[u8])> =
+            Vec::with_capacity(old.map_or(0, Table::len) + changes.len());
+        for (name, payload) in old.into_iter().flat_map(Table::iter) {
+            if !is_changed(name) {
+                entries.push((name, hasher.hash(name), payload));
+            }
+        }
+        for &(name, hash, payload) in changes {
+            if let Some(payload) = payload {
+                entries.push((name, hash, payload));
+            }
+        }
+        Table::build(&entries)
+    }
+
     /// Drops retired snapshots no worker holds, oldest first (each keeps the
     /// next one alive, so only the front can ever be free).
     pub fn collect_garbage(&mut self) {
@@ -591,7 +662,11 @@ impl SnapshotWriter {
             if Arc::strong_count(front) > 1 {
                 break;
             }
-            self.retired.pop_front();
+            if let Some(front) = self.retired.pop_front()
+                && let Ok(snapshot) = Arc::try_unwrap(front)
+            {
+                self.spare_table = snapshot.recycle().map(SpareTable);
+            }
         }
     }
 

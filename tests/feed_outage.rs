@@ -1,0 +1,97 @@
+//! The database goes away under a running responder: it keeps answering
+//! from its snapshot, counts the failed reads, and catches up when the
+//! database is back.
+//!
+//! MariaDB: a private `mariadbd` started by the test in a temporary data
+//! directory, stopped with SIGTERM and started again. SQLite: the database
+//! file is moved away and back. (An SQLite file that a process already has
+//! open keeps working through its descriptors, so for SQLite this shows
+//! only that nothing breaks; the MariaDB test shows the real outage.)
+
+mod common;
+mod feed_harness;
+
+use std::time::{Duration, Instant};
+
+use common::free_port;
+use feed_harness::{PrivateMariaDb, Setup, ZONE, metric, query_a, wait_for};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Answers stay as they were for `period`.
+fn keeps_answering(port: u16, period: Duration) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert_eq!(
+            query_a(port, &format!("h0.{ZONE}")),
+            Some((0, vec![[192, 0, 2, 0]])),
+            "h0 must be served from the snapshot while the database is away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mariadb_stopped_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = PrivateMariaDb::start(dir.path());
+    let metrics_port = free_port();
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let s = Setup::on_mariadb(
+        server.database(),
+        scratch_dir,
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n[feed]\npoll_interval_ms = 100\n"),
+    );
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let port = s.scratch.dns_port;
+    let responder = s.scratch.start(&["responder"], &format!("h0.{ZONE}"));
+
+    server.stop();
+    // Serves the snapshot until a read has failed (the pool gives up on a
+    // catch-up after a few seconds), and for a while after.
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&addr, "ddserver_feed_errors_total").unwrap() < 1.0 {
+        assert!(Instant::now() < deadline, "the failed reads are counted");
+        keeps_answering(port, Duration::from_millis(200));
+    }
+    keeps_answering(port, Duration::from_secs(1));
+
+    server.resume();
+    let config = s.scratch.config.clone();
+    s.add_host(&config, "h1", "192.0.2.1");
+    wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
+    wait_for(port, "h0", Some([192, 0, 2, 0]), Duration::from_secs(1));
+    let output = responder.output();
+    assert!(
+        output.contains("serving the last snapshot"),
+        "the outage is logged:\n{output}"
+    );
+    assert_eq!(metric(&addr, "ddserver_feed_lag_serials"), Some(0.0));
+}
+
+#[test]
+fn sqlite_file_moved_away_and_back() {
+    let s = Setup::new(
+        feed_harness::Backend::Sqlite,
+        "[feed]\npoll_interval_ms = 100\n",
+    );
+    let port = s.scratch.dns_port;
+    let _responder = s.scratch.start(&["responder"], &format!("h0.{ZONE}"));
+    let files = ["dd.db", "dd.db-wal", "dd.db-shm"];
+    let away = s.scratch.path("away");
+    std::fs::create_dir(&away).unwrap();
+    for f in files {
+        if s.scratch.path(f).exists() {
+            std::fs::rename(s.scratch.path(f), away.join(f)).unwrap();
+        }
+    }
+    keeps_answering(port, Duration::from_secs(1));
+    for f in files {
+        if away.join(f).exists() {
+            std::fs::rename(away.join(f), s.scratch.path(f)).unwrap();
+        }
+    }
+    let config = s.scratch.config.clone();
+    s.add_host(&config, "h1", "192.0.2.1");
+    wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
+}
