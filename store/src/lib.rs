@@ -20,8 +20,8 @@
 //! transaction that also writes the change-log rows, bumps the zone's SOA
 //! serial and writes the audit row; it returns `Ok` only after the commit.
 
-mod bulk;
 mod announce;
+mod bulk;
 pub mod error;
 pub mod feed;
 mod hosts;
@@ -33,8 +33,8 @@ mod store;
 mod users;
 mod zones;
 
-pub use bulk::{StaticRecordPages, StoredRecord};
 pub use announce::{PushOptions, PushStats};
+pub use bulk::{StaticRecordPages, StoredRecord};
 pub use error::{DatabaseError, StoreError};
 pub use feed::{FeedMessage, FrameError};
 pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};
