@@ -92,7 +92,9 @@ case $DB in
         FROM hosts h, seq_2_to_$HOSTS s WHERE h.fqdn = 'h1.$ZONE'" ;;
 esac
 
-dd serve > "$work/serve.log" 2>&1 &
+# Not through the `dd` function: $! must be the server itself, or the
+# cleanup would kill a subshell and leave the server running.
+"$BIN" --config "$work/ddserver.toml" serve > "$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
     curl -s -o /dev/null "http://127.0.0.1:$http_port/healthz" && break
