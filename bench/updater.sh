@@ -92,7 +92,9 @@ case $DB in
         FROM hosts h, seq_2_to_$HOSTS s WHERE h.fqdn = 'h1.$ZONE'" ;;
 esac
 
-dd serve > "$work/serve.log" 2>&1 &
+# Not through the `dd` function: $! must be the server itself, or the
+# cleanup would kill a subshell and leave the server running.
+"$BIN" --config "$work/ddserver.toml" serve > "$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
     curl -s -o /dev/null "http://127.0.0.1:$http_port/healthz" && break
@@ -132,3 +134,5 @@ done
 echo "## good -> served"
 python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES"
 curl -s "$url/metrics" | grep -E '^ddserver_updater_(commit_batches|argon2|auth_cache)' || true
+echo "server log: $(grep -c -E 'ERROR|WARN' "$work/serve.log" || true) warnings/errors"
+grep -E 'ERROR|WARN' "$work/serve.log" | head -5 || true

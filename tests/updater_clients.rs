@@ -336,6 +336,31 @@ fn curl_basic_auth_query_credentials_and_dual_stack() {
         SERVED_WITHIN,
     );
 
+    // A Unicode host name as the user name (no hostname parameter).
+    scratch.ok_stdin(
+        &[
+            "host",
+            "add",
+            &format!("bücher.{ZONE}"),
+            "--user",
+            USER,
+            "--password-stdin",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    let reply = curl(
+        &["-u", &format!("bücher.{ZONE}:{SECRET}")],
+        &format!("{url}/nic/update?myip=198.51.100.44"),
+    );
+    assert_eq!(reply.body, "good 198.51.100.44\n");
+    wait_for_answer(
+        port,
+        &format!("xn--bcher-kva.{ZONE}"),
+        "A",
+        &["198.51.100.44"],
+        SERVED_WITHIN,
+    );
+
     // No address at all: the connection's address (loopback here).
     let reply = curl(&["-u", &auth], &format!("{url}/update?hostname=h2.{ZONE}"));
     assert_eq!(reply.body, "good 127.0.0.1\n");

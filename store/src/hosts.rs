@@ -923,8 +923,13 @@ impl Store {
         if host_ids.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool.acquire().await?;
-        touch_seen(&mut conn, host_ids, at).await
+        // Under the write lock like every other writer: on MariaDB a bare
+        // multi-row UPDATE could otherwise deadlock with a grouped update
+        // locking the same rows in another order, failing that whole batch.
+        let mut tx = self.begin_write().await?;
+        touch_seen(&mut tx, host_ids, at).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -237,6 +237,42 @@ mod tests {
         assert_eq!(p.txt.as_deref(), Some(""));
     }
 
+    /// Bad input never panics and never becomes an address.
+    #[test]
+    fn hostile_input_is_ignored() {
+        for text in [
+            "",
+            "/",
+            "[",
+            "[]",
+            "::/",
+            "1.2.3.4/",
+            "1.2.3.4/99999999999999999999",
+            "%",
+            "\u{0}",
+            "[::1",
+            "::1]",
+            "999.1.1.1",
+            "1.2.3.4.5",
+            "fe80::1%eth0",
+            ",,,,",
+            "\u{1F600}",
+        ] {
+            let _ = parse_address(text);
+            let _ = Params::from_pairs([("myip", text), ("hostname", text), ("offline", text)]);
+        }
+        assert_eq!(parse_address("fe80::1%eth0"), None);
+        assert_eq!(
+            parse_address("[2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        let long = ",".repeat(100_000);
+        assert_eq!(
+            Params::from_pairs([("hostname", long.as_str())]).hostnames,
+            Some(vec![])
+        );
+    }
+
     #[test]
     fn answers_render_one_line_each() {
         let shown = Shown {

@@ -246,6 +246,7 @@ async fn run_update(
         return Outcome::once(Answer::Numhost);
     }
     let targets: Vec<Target> = names.iter().map(|n| parse_target(n)).collect();
+    let user_fqdn = Name::parse(credentials.user.trim().trim_end_matches('.')).ok();
 
     // Authenticate every named host: one indexed read each, then the cache,
     // then argon2. Unknown hosts cost a dummy verification, so neither the
@@ -277,10 +278,12 @@ async fn run_update(
                 return Outcome::once(Answer::ServerError);
             }
         };
+        // The user name is the owner's account name or the host's own name
+        // (compared as an A-label, so a Unicode host name works too).
         let user_may = |row: &HostCredential| {
             let user = credentials.user.to_ascii_lowercase();
-            let user = user.trim_end_matches('.');
-            row.owner_active && (user == row.owner || user == row.fqdn.as_str())
+            row.owner_active
+                && (user == row.owner || user_fqdn.as_ref().is_some_and(|fqdn| *fqdn == row.fqdn))
         };
         let ok = match row {
             Some(row) => {
