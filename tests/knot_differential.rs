@@ -326,8 +326,17 @@ fn probes() -> Vec<Probe> {
 }
 
 #[test]
-fn answers_match_knot_dns() {
-    let scratch = Scratch::sqlite("");
+fn answers_match_knot_dns_io_uring() {
+    answers_match_knot_dns("io = \"io-uring\"");
+}
+
+#[test]
+fn answers_match_knot_dns_portable() {
+    answers_match_knot_dns("io = \"portable\"");
+}
+
+fn answers_match_knot_dns(io: &str) {
+    let scratch = Scratch::sqlite(io);
     let zone_file = write_file(scratch.dir.path(), "static.zone", STATIC_ZONE);
     scratch.ok(&["zone", "import", zone_file.to_str().unwrap()]);
     scratch.ok_stdin(
@@ -423,4 +432,42 @@ fn answers_match_knot_dns() {
         probes.len(),
         differences.join("\n")
     );
+
+    // The same server through Debian's own clients, UDP and TCP.
+    let port = scratch.dns_port;
+    let short = |client: fn(u16, &[&str]) -> String, args: &[&str]| {
+        let mut lines: Vec<String> = client(port, args).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    for transport in ["+notcp", "+tcp"] {
+        assert_eq!(
+            short(
+                common::dig,
+                &[&format!("home.{ZONE}"), "AAAA", "+short", transport]
+            ),
+            ["2001:db8:1::1"]
+        );
+        assert_eq!(
+            short(
+                common::kdig,
+                &[&format!("a.b.wild.{ZONE}"), "A", "+short", transport]
+            ),
+            ["198.51.100.8"]
+        );
+        let mx = common::kdig(port, &[ZONE, "MX", transport]);
+        assert!(
+            mx.contains("mail.dyn.example.net.") && mx.contains("192.0.2.25"),
+            "MX answer without the exchange's address ({transport}):\n{mx}"
+        );
+    }
+    // Over UDP without EDNS the big TXT set does not fit: TC, then dig
+    // retries over TCP by itself and gets all three strings.
+    let udp = common::dig(port, &[&format!("big.{ZONE}"), "TXT", "+noedns", "+ignore"]);
+    assert!(udp.contains(" tc"), "no TC over UDP:\n{udp}");
+    let retried = short(
+        common::dig,
+        &[&format!("big.{ZONE}"), "TXT", "+noedns", "+short"],
+    );
+    assert_eq!(retried.len(), 3, "{retried:?}");
 }

@@ -275,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn unique_violations_map_on_mariadb() {
-        let base = std::env::var("DDSERVER_TEST_MYSQL_URL")
+        let base = std::env::var("MYSQL_TEST_URL")
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
         sqlx::any::install_default_drivers();
         let mut admin = sqlx::AnyConnection::connect(&base)

@@ -26,9 +26,9 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-/// A fresh database on `DDSERVER_TEST_MYSQL_URL`; fails when unreachable.
+/// A fresh database on `MYSQL_TEST_URL`; fails when unreachable.
 async fn mariadb() -> (Store, String, String) {
-    let base = std::env::var("DDSERVER_TEST_MYSQL_URL")
+    let base = std::env::var("MYSQL_TEST_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(&base)

@@ -1,6 +1,6 @@
 //! The store's behaviour battery, run against SQLite (always, on a temporary
 //! file) and MariaDB (each test in a fresh `ddtest_<random>` database on
-//! `DDSERVER_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`).
+//! `MYSQL_TEST_URL`, default `mysql://root@127.0.0.1:3306/test`).
 //!
 //! The MariaDB half fails loudly when the server is unreachable: a battery
 //! that silently skips a backend proves nothing about it.
@@ -41,7 +41,7 @@ impl TestDb {
     }
 
     async fn mariadb() -> TestDb {
-        let base = std::env::var("DDSERVER_TEST_MYSQL_URL")
+        let base = std::env::var("MYSQL_TEST_URL")
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
         sqlx::any::install_default_drivers();
         let mut conn = sqlx::AnyConnection::connect(&base)
@@ -50,7 +50,7 @@ impl TestDb {
                 panic!(
                     "MariaDB is unreachable at {base} ({e}). Start it (start-stop-daemon --start \
                  --oknodo --background --exec /usr/sbin/mariadbd) or point \
-                 DDSERVER_TEST_MYSQL_URL at a server where the user may create databases."
+                 MYSQL_TEST_URL at a server where the user may create databases."
                 )
             });
         let db = format!("ddtest_{:016x}", getrandom::u64().expect("randomness"));

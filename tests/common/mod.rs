@@ -269,11 +269,17 @@ pub fn kdig(port: u16, args: &[&str]) -> String {
 }
 
 fn client(program: &str, port: u16, args: &[&str]) -> String {
+    // Same limits, each client's spelling.
+    let limits: &[&str] = if program == "kdig" {
+        &["+timeout=2", "+retry=1"]
+    } else {
+        &["+time=2", "+tries=2"]
+    };
     let out = Command::new(program)
         .arg("@127.0.0.1")
         .arg("-p")
         .arg(port.to_string())
-        .args(["+time=2", "+tries=2"])
+        .args(limits)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test installs it): {e}"));

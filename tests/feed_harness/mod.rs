@@ -2,7 +2,7 @@
 //! installation on SQLite or on a fresh MariaDB database, a second
 //! configuration for writers (push on or off), and waiting for an answer.
 //!
-//! MariaDB is `DDSERVER_TEST_MYSQL_URL` (default
+//! MariaDB is `MYSQL_TEST_URL` (default
 //! `mysql://root@127.0.0.1:3306/test`); each test creates its own database
 //! with the `mariadb` client and drops it at the end. Unreachable MariaDB
 //! fails the test: a skipped backend proves nothing.
@@ -33,9 +33,9 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
-    /// Creates a fresh database on the server of `DDSERVER_TEST_MYSQL_URL`.
+    /// Creates a fresh database on the server of `MYSQL_TEST_URL`.
     pub fn create() -> MariaDb {
-        let base = std::env::var("DDSERVER_TEST_MYSQL_URL")
+        let base = std::env::var("MYSQL_TEST_URL")
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
         let rest = base.trim_start_matches("mysql://");
         let (user, rest) = rest.split_once('@').expect("user@host in the URL");
@@ -77,7 +77,7 @@ impl MariaDb {
             out.status.success(),
             "MariaDB at {}:{} is unreachable or refused `{sql}`: {}. Start it \
              (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd) \
-             or point DDSERVER_TEST_MYSQL_URL at a server where the user may create databases.",
+             or point MYSQL_TEST_URL at a server where the user may create databases.",
             self.host,
             self.port,
             String::from_utf8_lossy(&out.stderr)
