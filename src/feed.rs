@@ -277,13 +277,12 @@ impl Follower {
                 let name =
                     Name::parse(zone).map_err(|e| anyhow!("zone {zone} in the change log: {e}"))?;
                 let current = self.store.zone_by_name(&name).await?;
-                if *work >= ZoneWork::Reload {
-                    // Removed, re-created or its static records changed:
-                    // drop what we serve and load the zone anew, hosts
-                    // included, so nothing of the old state survives (plain
-                    // address names live beside the hosts; see zoneload).
+                // Removed, re-created or its static records changed: drop
+                // what we serve (if anything) and load the zone anew, hosts
+                // included, so nothing of the old state survives (plain
+                // address names live beside the hosts; see zoneload).
+                if *work >= ZoneWork::Reload && self.zones.remove(zone) {
                     batch.push(Change::RemoveZone(zone.clone()));
-                    self.zones.remove(zone);
                 }
                 let Some(current) = current else { continue };
                 self.zones.insert(zone.clone());
