@@ -2,11 +2,12 @@
 //! from its snapshot, counts the failed reads, and catches up when the
 //! database is back.
 //!
-//! MariaDB: a private `mariadbd` started by the test in a temporary data
-//! directory, stopped with SIGTERM and started again. SQLite: the database
-//! file is moved away and back. (An SQLite file that a process already has
-//! open keeps working through its descriptors, so for SQLite this shows
-//! only that nothing breaks; the MariaDB test shows the real outage.)
+//! A private `mariadbd` started by the test in a temporary data directory,
+//! stopped with SIGTERM and started again. (An SQLite variant that moved the
+//! database file away and back was removed: while the file is away, a new
+//! pool connection lets SQLite create an empty file in its place, so the
+//! outcome depended on timing, and an open SQLite file has no outage to
+//! show anyway.)
 
 mod common;
 mod feed_harness;
@@ -72,31 +73,4 @@ fn mariadb_stopped_and_restarted() {
         |v| v == 0.0,
         Duration::from_secs(2),
     );
-}
-
-#[test]
-fn sqlite_file_moved_away_and_back() {
-    let s = Setup::new(
-        feed_harness::Backend::Sqlite,
-        "[feed]\npoll_interval_ms = 100\n",
-    );
-    let port = s.scratch.dns_port;
-    let _responder = s.scratch.start(&["responder"], &format!("h0.{ZONE}"));
-    let files = ["dd.db", "dd.db-wal", "dd.db-shm"];
-    let away = s.scratch.path("away");
-    std::fs::create_dir(&away).unwrap();
-    for f in files {
-        if s.scratch.path(f).exists() {
-            std::fs::rename(s.scratch.path(f), away.join(f)).unwrap();
-        }
-    }
-    keeps_answering(port, Duration::from_secs(1));
-    for f in files {
-        if away.join(f).exists() {
-            std::fs::rename(away.join(f), s.scratch.path(f)).unwrap();
-        }
-    }
-    let config = s.scratch.config.clone();
-    s.add_host(&config, "h1", "192.0.2.1");
-    wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
 }
