@@ -1,4 +1,8 @@
-//! Measures how fast static records can be read back (SQLite), by driver.
+//! Measures how fast static records can be read back from a SQLite
+//! database made by `zone import`, one sqlx row per record, natively and
+//! through the Any driver (the finding behind `store/src/bulk.rs`):
+//!
+//!     cargo run --release -p ddserver-store --example read_speed -- sqlite:///tmp/m1/dd.db
 use sqlx::Row;
 use std::time::Instant;
 

@@ -389,16 +389,8 @@ struct WorkerParts<Src, H> {
 /// Where workers get the current snapshot from: one `load` per receive
 /// batch, the guard is dropped before the batch's answers are sent.
 ///
-/// Implemented for `Arc<ArcSwap<S>>`; a sharded snapshot with its own
-/// publication type implements it in a few lines, e.g.
-///
-/// ```ignore
-/// impl io::Source for snapshot::Shared {
-///     type Snapshot = snapshot::Snapshot;
-///     type Guard = snapshot::SnapshotView;
-///     fn load(&self) -> snapshot::SnapshotView { snapshot::Shared::load(self) }
-/// }
-/// ```
+/// Implemented for `Arc<ArcSwap<S>>` (tests, examples) and for the
+/// responder's own [`crate::snapshot::Shared`] (in `lib.rs`).
 pub trait Source: Clone + Send + 'static {
     /// What the handler reads.
     type Snapshot;
