@@ -34,8 +34,11 @@ use ddserver_store::{ChangeKind, Host, Name, Store, StoreError};
 
 use crate::zoneload::read_zone;
 
-/// Hosts handed to the snapshot writer per publish during the full load.
-const LOAD_BATCH: usize = 250_000;
+/// Names handed to the snapshot writer per publish during the full load.
+/// Measured at 1M names (release, quiet machine): 10k per batch loaded in
+/// 8.5-8.9 s, 50k in 7.6 s, 250k no faster; resident memory afterwards was
+/// the same within 10%.
+const LOAD_BATCH: usize = 50_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
 /// A gap in the serials older than this is a rolled-back transaction, not

@@ -31,6 +31,10 @@ use crate::control::{self, Wake};
 use crate::feed::{self, CatchUp, Follower};
 use crate::metrics::{self, FeedMetrics};
 
+/// Batches at least this large (full loads, zone reloads) are followed by
+/// returning the writer thread's freed memory to the system.
+const BIG_BATCH: usize = 10_000;
+
 /// Work for the snapshot writer's thread.
 enum WriterJob {
     /// Apply a batch with one publish; the reply says how many applied.
@@ -62,6 +66,11 @@ impl WriterThread {
                         Ok(WriterJob::Apply(changes, reply)) => {
                             let count = changes.len();
                             let report = writer.apply(changes);
+                            if count >= BIG_BATCH {
+                                // A load-sized batch leaves large temporaries
+                                // in this thread's heap; give them back.
+                                release_free_memory();
+                            }
                             for (index, error) in &report.rejected {
                                 tracing::error!(
                                     "change {index} of a batch of {count} not applied: {error}"
@@ -272,9 +281,10 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
     })
 }
 
-/// Returns the full load's temporaries to the operating system, so the
-/// resident size reflects the snapshot (mimalloc otherwise keeps freed pages
-/// for reuse for a while).
+/// Returns the calling thread's freed memory to the operating system, so
+/// the resident size reflects the snapshot (mimalloc otherwise keeps freed
+/// pages for reuse for a while, per thread: call it on the thread that
+/// freed them).
 fn release_free_memory() {
     unsafe extern "C" {
         /// mimalloc's `mi_collect` (libmimalloc-sys links it).
