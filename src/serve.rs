@@ -70,6 +70,10 @@ impl WriterThread {
                                 // A load-sized batch leaves large temporaries
                                 // in this thread's heap; give them back.
                                 release_free_memory();
+                                tracing::debug!(
+                                    retired = writer.retired_count(),
+                                    "snapshot writer: applied a batch of {count}"
+                                );
                             }
                             for (index, error) in &report.rejected {
                                 tracing::error!(
