@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{Change, HostData, ZoneData};
-use ddserver_store::{ChangeKind, Host, Name, Store, StoreError};
+use ddserver_store::{ChangeKind, Host, Name, Store, StoreError, Zone};
 
 use crate::zoneload::read_zone;
 
@@ -290,21 +290,13 @@ impl Follower {
                 let Some(current) = current else { continue };
                 self.zones.insert(zone.clone());
                 if *work >= ZoneWork::Reload {
-                    let loaded = read_zone(&self.store, current).await?;
-                    batch.push(Change::UpsertZone(loaded.data));
+                    let (data, hosts) = served_zone(&self.store, current).await?;
+                    batch.push(Change::UpsertZone(data));
                     batch.extend(
-                        loaded
-                            .address_names
+                        hosts
                             .into_iter()
                             .map(|h| Change::UpsertHost(zone.clone(), h)),
                     );
-                    let filter = ddserver_store::HostFilter {
-                        zone: Some(name.clone()),
-                        owner: None,
-                    };
-                    for host in self.store.list_hosts(filter).await? {
-                        batch.push(Change::UpsertHost(zone.clone(), host_data(&host)));
-                    }
                 }
             }
             // The hosts' current state in one read per 256 names.
@@ -404,12 +396,19 @@ pub(crate) async fn zone_with_hosts(
         .zone_by_name(zone)
         .await?
         .with_context(|| format!("zone {} does not exist", zone.to_unicode()))?;
-    let loaded = read_zone(store, stored).await?;
-    let mut hosts = loaded.address_names;
+    served_zone(store, stored).await
+}
+
+/// Everything the responder serves for one zone: its apex data and
+/// zone-level static records, and every name served on the host path (its
+/// plain address names and its hosts).
+async fn served_zone(store: &Store, zone: Zone) -> Result<(ZoneData, Vec<HostData>)> {
     let filter = ddserver_store::HostFilter {
-        zone: Some(zone.clone()),
+        zone: Some(zone.name.clone()),
         owner: None,
     };
+    let loaded = read_zone(store, zone).await?;
+    let mut hosts = loaded.address_names;
     hosts.extend(store.list_hosts(filter).await?.iter().map(host_data));
     Ok((loaded.data, hosts))
 }

@@ -38,7 +38,7 @@ const BIG_BATCH: usize = 10_000;
 /// Work for the snapshot writer's thread.
 enum WriterJob {
     /// Apply a batch with one publish; the reply says how many applied.
-    Apply(Vec<Change>, Option<tokio::sync::oneshot::Sender<usize>>),
+    Apply(Vec<Change>, tokio::sync::oneshot::Sender<usize>),
 }
 
 /// The thread that owns the [`SnapshotWriter`]: every publish happens
@@ -80,9 +80,7 @@ impl WriterThread {
                                     "change {index} of a batch of {count} not applied: {error}"
                                 );
                             }
-                            if let Some(reply) = reply {
-                                let _ = reply.send(report.applied);
-                            }
+                            let _ = reply.send(report.applied);
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -111,7 +109,7 @@ impl WriterHandle {
     async fn apply(&self, changes: Vec<Change>) -> Result<usize> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(WriterJob::Apply(changes, Some(tx)))
+            .send(WriterJob::Apply(changes, tx))
             .ok()
             .context("the snapshot writer stopped")?;
         rx.await.ok().context("the snapshot writer stopped")
