@@ -312,17 +312,6 @@ impl Store {
         self.announcer.flush(timeout).await
     }
 
-    /// The serial of the oldest change-log entry still kept; `None` when
-    /// the log is empty. A reader whose applied serial is below this minus
-    /// one has lost entries to pruning and must reload everything.
-    pub async fn oldest_serial(&self) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MIN(serial), 0) FROM changes")
-            .fetch_one(&self.pool)
-            .await?;
-        let oldest = to_u64(row.try_get::<i64, _>(0)?)?;
-        Ok((oldest > 0).then_some(oldest))
-    }
-
     /// The serial of the newest change-log entry; 0 when there is none.
     pub async fn latest_serial(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")
