@@ -32,6 +32,7 @@
 //!
 //! Must never: mutate a published shard, or be read under a lock.
 
+mod staged;
 mod table;
 mod writer;
 

@@ -72,11 +72,16 @@ fn entry_len(name: &[u8], payload: &[u8]) -> usize {
 
 fn push_entry(arena: &mut Vec<u8>, name: &[u8], payload: &[u8]) -> u32 {
     let offset = arena.len();
+    write_entry(arena, name, payload);
+    u32::try_from(offset + 1).expect("shard arena below 4 GiB")
+}
+
+/// Appends one arena entry (`name_len name payload_len payload`).
+pub(super) fn write_entry(arena: &mut Vec<u8>, name: &[u8], payload: &[u8]) {
     arena.push(name.len() as u8);
     arena.extend_from_slice(name);
     arena.extend_from_slice(&(payload.len() as u16).to_le_bytes());
     arena.extend_from_slice(payload);
-    u32::try_from(offset + 1).expect("shard arena below 4 GiB")
 }
 
 /// Where `name` is in `slots` over `arena`, if present.
@@ -100,7 +105,7 @@ fn find_slot(slots: &[u32], arena: &[u8], hash: u64, name: &[u8]) -> Option<usiz
 }
 
 #[inline]
-fn entry_at(arena: &[u8], at: usize) -> (&[u8], &[u8]) {
+pub(super) fn entry_at(arena: &[u8], at: usize) -> (&[u8], &[u8]) {
     let name_len = usize::from(arena[at]);
     let name = &arena[at + 1..at + 1 + name_len];
     let p = at + 1 + name_len;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::staged::Staged;
 use super::table::{NameHasher, Table, TableUpdate};
 use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
 use crate::render::{
@@ -90,6 +91,11 @@ pub struct ApplyReport {
 /// A name and its new payload (`None`: removed).
 type PendingEntry = (Vec<u8>, Option<Vec<u8>>);
 
+/// Room reserved per staged host entry in a bulk load: a 26-octet name and
+/// an A record payload, plus the entry header (measured on the benchmark
+/// zone's names; only a sizing hint).
+const HOST_ENTRY_BYTES: usize = 56;
+
 struct ZoneState {
     data: ZoneData,
     /// Apex in wire form, as configured (case kept) and lower-cased.
@@ -111,6 +117,9 @@ pub struct SnapshotWriter {
     ent_refs: HashMap<Vec<u8>, u32>,
     /// Payloads decided by the current batch, by lower-case name.
     pending: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Host payloads decided by the current batch, stored compactly (the
+    /// bulk of a load). A name is never in both `pending` and `staged`.
+    staged: Staged,
     zones_dirty: bool,
     retired: VecDeque<Arc<Snapshot>>,
     /// The pointer table of the last freed snapshot, reused by the next publish.
@@ -156,6 +165,7 @@ impl SnapshotWriter {
             zones: BTreeMap::new(),
             ent_refs: HashMap::default(),
             pending: HashMap::default(),
+            staged: Staged::default(),
             zones_dirty: false,
             retired: VecDeque::new(),
             spare_table: None,
@@ -192,8 +202,8 @@ impl SnapshotWriter {
             ..Default::default()
         };
         let hosts = hosts.into_iter();
-        // A bulk load: size the overlay once instead of growing it by rehashing.
-        self.pending.reserve(hosts.size_hint().0);
+        // A bulk load: size the store once instead of growing it by rehashing.
+        self.staged.reserve(hosts.size_hint().0, HOST_ENTRY_BYTES);
         for (i, host) in hosts.enumerate() {
             match self.upsert_host(&zone_name, &host) {
                 Ok(()) => report.applied += 1,
@@ -207,8 +217,22 @@ impl SnapshotWriter {
     /// Applies a batch of changes in order, then publishes once. A rejected
     /// change is reported and skipped; the rest still apply.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> ApplyReport {
+        let mut report = self.stage(changes);
+        report.shards_rebuilt = self.publish();
+        report
+    }
+
+    /// Applies a batch of changes in order without publishing: they are
+    /// served from the next [`SnapshotWriter::publish`] (or `apply`) on.
+    /// A load stages its pages one after another and publishes once, so
+    /// every shard is built once, however many pages the load reads.
+    pub fn stage(&mut self, changes: impl IntoIterator<Item = Change>) -> ApplyReport {
         let mut report = ApplyReport::default();
-        for (i, change) in changes.into_iter().enumerate() {
+        let changes = changes.into_iter();
+        if changes.size_hint().0 > 1024 {
+            self.staged.reserve(changes.size_hint().0, HOST_ENTRY_BYTES);
+        }
+        for (i, change) in changes.enumerate() {
             let result = match change {
                 Change::UpsertHost(zone, host) => self.upsert_host(&zone, &host),
                 Change::RemoveHost(zone, name) => self.remove_host(&zone, &name),
@@ -221,13 +245,13 @@ impl SnapshotWriter {
                 Err(e) => report.rejected.push((i, e)),
             }
         }
-        report.shards_rebuilt = self.publish();
         report
     }
 
     /// Removes every zone and name (one publish).
     pub fn clear(&mut self) {
         self.pending.clear();
+        self.staged = Staged::default();
         for (name, _) in self.current.entries() {
             self.pending.insert(name.to_vec(), None);
         }
@@ -257,9 +281,32 @@ impl SnapshotWriter {
 
     /// The payload `name` has now: decided in this batch, else published.
     fn entry(&self, name: &[u8]) -> Option<&[u8]> {
-        match self.pending.get(name) {
-            Some(p) => p.as_deref(),
-            None => self.current.get(name),
+        if let Some(p) = self.pending.get(name) {
+            return p.as_deref();
+        }
+        if !self.staged.is_empty()
+            && let Some(p) = self.staged.get(self.hasher.hash(name), name)
+        {
+            return Some(p);
+        }
+        self.current.get(name)
+    }
+
+    /// Decides `name`'s payload in this batch (`None`: removed).
+    fn put(&mut self, name: Vec<u8>, payload: Option<Vec<u8>>) {
+        if !self.staged.is_empty() {
+            self.staged.remove(self.hasher.hash(&name), &name);
+        }
+        self.pending.insert(name, payload);
+    }
+
+    /// Decides a host's payload in this batch: the compact path of a load.
+    fn put_host(&mut self, name: &[u8], payload: &[u8]) {
+        if !self.pending.is_empty() {
+            self.pending.remove(name);
+        }
+        if let Some((other, payload)) = self.staged.insert(self.hasher.hash(name), name, payload) {
+            self.pending.insert(other, Some(payload));
         }
     }
 
@@ -280,7 +327,7 @@ impl SnapshotWriter {
         for ancestor in Self::ancestors(name, apex_labels) {
             *self.ent_refs.entry(ancestor.clone()).or_default() += 1;
             if self.entry(&ancestor).is_none() {
-                self.pending.insert(ancestor, Some(vec![KIND_ENT]));
+                self.put(ancestor, Some(vec![KIND_ENT]));
             }
         }
     }
@@ -296,7 +343,7 @@ impl SnapshotWriter {
                 self.ent_refs.remove(&ancestor);
                 if self.kind(&ancestor) == Some(KIND_ENT) {
                     let payload = self.fallback(&ancestor, zone);
-                    self.pending.insert(ancestor, payload);
+                    self.put(ancestor, payload);
                 }
             }
         }
@@ -313,15 +360,27 @@ impl SnapshotWriter {
     }
 
     fn host_names(state: &ZoneState, host: &str) -> Result<(Vec<u8>, Option<Vec<u8>>), ApplyError> {
+        let name = Self::host_name(state, host)?;
+        let acme = Self::acme_name(&name);
+        Ok((name, acme))
+    }
+
+    /// A host's lower-case wire name.
+    fn host_name(state: &ZoneState, host: &str) -> Result<Vec<u8>, ApplyError> {
         let mut name = render::owner_name(host, &state.apex_lower)?;
         wire::lowercase_in_place(&mut name);
         if name == state.apex_lower {
             return Err(ApplyError::HostAtApex(host.to_owned()));
         }
-        let mut acme = b"\x0f_acme-challenge".to_vec();
-        acme.extend_from_slice(&name);
-        let acme = (acme.len() <= wire::MAX_NAME_LEN).then_some(acme);
-        Ok((name, acme))
+        Ok(name)
+    }
+
+    /// `_acme-challenge.<host>`, if it fits in a name.
+    fn acme_name(host: &[u8]) -> Option<Vec<u8>> {
+        let mut acme = Vec::with_capacity(16 + host.len());
+        acme.extend_from_slice(b"\x0f_acme-challenge");
+        acme.extend_from_slice(host);
+        (acme.len() <= wire::MAX_NAME_LEN).then_some(acme)
     }
 
     fn upsert_host(&mut self, zone: &str, host: &HostData) -> Result<(), ApplyError> {
@@ -330,7 +389,7 @@ impl SnapshotWriter {
             .zones
             .get(&key)
             .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
-        let (name, acme) = Self::host_names(state, &host.name)?;
+        let name = Self::host_name(state, &host.name)?;
         let apex_labels = state.apex_labels;
         let default_ttl = state.data.default_ttl;
         let acme_payload = if host.txt.is_empty() {
@@ -340,28 +399,31 @@ impl SnapshotWriter {
         };
         // One lookup tells whether the host existed and (flag in its kind
         // octet) whether its ACME name does: at 10M names each lookup here
-        // is a cache miss, the main cost of a change.
+        // is a cache miss, the main cost of a change. An ACME entry exists
+        // only beside its host's entry, flagged (every path that removes a
+        // host entry removes its ACME entry first), so a name that was no
+        // host has no ACME entry to look for.
         let old_kind = self.entry(&name).map(|p| p[0]);
         let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
+        let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
         if !was_host {
             self.add_refs(&name, apex_labels);
         }
+        // The ACME name only when there is something to do there.
+        let acme = if acme_payload.is_some() || was_acme {
+            Self::acme_name(&name)
+        } else {
+            None
+        };
         let has_acme = acme.is_some() && acme_payload.is_some();
-        self.pending.insert(
-            name,
-            Some(render::host_payload(host, default_ttl, has_acme)),
-        );
+        self.put_host(&name, &render::host_payload(host, default_ttl, has_acme));
         if let Some(acme) = acme {
-            let was_acme = match old_kind {
-                Some(kind) if was_host => kind & FLAG_HAS_ACME != 0,
-                _ => self.kind(&acme) == Some(KIND_ACME),
-            };
             match acme_payload {
                 Some(payload) => {
                     if !was_acme {
                         self.add_refs(&acme, apex_labels);
                     }
-                    self.pending.insert(acme, Some(payload));
+                    self.put(acme, Some(payload));
                 }
                 None if was_acme => self.drop_name(&acme, &key),
                 None => {}
@@ -374,7 +436,7 @@ impl SnapshotWriter {
     fn drop_name(&mut self, name: &[u8], zone: &[u8]) {
         self.remove_refs(name, zone);
         let payload = self.fallback(name, zone);
-        self.pending.insert(name.to_vec(), payload);
+        self.put(name.to_vec(), payload);
     }
 
     fn remove_host(&mut self, zone: &str, host: &str) -> Result<(), ApplyError> {
@@ -425,7 +487,7 @@ impl SnapshotWriter {
                 self.remove_refs(owner, &apex_lower);
                 if !matches!(self.kind(owner), Some(KIND_HOST | KIND_ACME)) {
                     let payload = self.fallback(owner, &apex_lower);
-                    self.pending.insert(owner.clone(), payload);
+                    self.put(owner.clone(), payload);
                 }
             }
         }
@@ -449,10 +511,10 @@ impl SnapshotWriter {
             self.add_refs(&owner, apex_labels);
             if !matches!(self.kind(&owner), Some(KIND_HOST | KIND_ACME)) {
                 let payload = self.fallback(&owner, &apex_lower);
-                self.pending.insert(owner, payload);
+                self.put(owner, payload);
             }
         }
-        self.pending.insert(apex_lower, Some(apex_payload));
+        self.put(apex_lower, Some(apex_payload));
         self.zones_dirty = true;
         Ok(())
     }
@@ -483,11 +545,12 @@ impl SnapshotWriter {
             .entries()
             .map(|(n, _)| n)
             .chain(self.pending.keys().map(Vec::as_slice))
+            .chain(self.staged.iter().map(|(n, _)| n))
             .filter(|n| self.in_zone(n, &key))
             .map(<[u8]>::to_vec)
             .collect();
         for name in doomed {
-            self.pending.insert(name, None);
+            self.put(name, None);
         }
         let refs: Vec<Vec<u8>> = self
             .ent_refs
@@ -510,7 +573,7 @@ impl SnapshotWriter {
             .ok_or_else(|| ApplyError::UnknownZone(zone.to_owned()))?;
         state.data.soa.serial = serial;
         let payload = render::apex_payload(&state.data, &state.statics, &state.apex)?;
-        self.pending.insert(key, Some(payload));
+        self.put(key, Some(payload));
         self.zones_dirty = true;
         Ok(())
     }
@@ -546,8 +609,10 @@ impl SnapshotWriter {
 
     /// Rebuilds the touched shards, publishes one snapshot, and frees what
     /// no worker uses any more. Returns the number of shards rebuilt.
-    fn publish(&mut self) -> usize {
-        if self.pending.is_empty() && !self.zones_dirty {
+    /// Called by [`SnapshotWriter::apply`]; call it after
+    /// [`SnapshotWriter::stage`] to serve what was staged.
+    pub fn publish(&mut self) -> usize {
+        if self.pending.is_empty() && self.staged.is_empty() && !self.zones_dirty {
             self.collect_garbage();
             return 0;
         }
@@ -563,6 +628,7 @@ impl SnapshotWriter {
         if self.pending.capacity() > 4096 {
             self.pending = HashMap::default();
         }
+        let staged = self.staged.take_in_shard_order();
         let mut shards = match self.spare_table.take() {
             Some(SpareTable(mut table)) => {
                 table.copy_from_slice(&self.current.shards);
@@ -570,32 +636,30 @@ impl SnapshotWriter {
             }
             None => self.current.shards.clone(),
         };
-        let mut replaced = Vec::with_capacity(by_shard.len());
+        let mut replaced = Vec::new();
         let mut names = self.current.names;
-        let rebuilt = by_shard.len();
+        let mut rebuilt = 0;
+        // Shards with staged entries (and maybe pending ones), in order...
+        for (index, run) in staged.runs() {
+            let pending = by_shard.remove(&index).unwrap_or_default();
+            let mut changes: Vec<TableUpdate<'_>> = Vec::with_capacity(pending.len() + run.len());
+            for (name, payload) in &pending {
+                changes.push((name, self.hasher.hash(name), payload.as_deref()));
+            }
+            changes.extend(run.iter().map(|(n, h, p)| (n, h, Some(p))));
+            self.replace_shard(&mut shards[index], &changes, &mut replaced, &mut names);
+            rebuilt += 1;
+        }
+        // ...then those with pending entries only.
         for (index, updates) in by_shard {
-            let old = shards[index];
-            // SAFETY: `old` belongs to the current snapshot, which we hold.
-            let old_table = old.map(|p| unsafe { p.as_ref() });
-            let old_len = old_table.map_or(0, Table::len);
             let changes: Vec<TableUpdate<'_>> = updates
                 .iter()
                 .map(|(n, p)| (n.as_slice(), self.hasher.hash(n), p.as_deref()))
                 .collect();
-            // Usually a copy of the shard with the change patched in; a full
-            // rebuild when the shard is new, too full, or too fragmented.
-            let table = match old_table.and_then(|t| t.patched(&changes)) {
-                Some(table) => table,
-                None => Self::rebuild(&self.hasher, old_table, &changes),
-            };
-            names = names - old_len + table.len();
-            shards[index] = if table.len() == 0 {
-                None
-            } else {
-                Some(NonNull::from(Box::leak(Box::new(table))))
-            };
-            replaced.extend(old);
+            self.replace_shard(&mut shards[index], &changes, &mut replaced, &mut names);
+            rebuilt += 1;
         }
+        drop(staged);
         let zones = if self.zones_dirty {
             Arc::new(self.build_zone_table())
         } else {
@@ -624,8 +688,44 @@ impl SnapshotWriter {
         rebuilt
     }
 
+    /// Points `slot` at a new table: its current table with `changes`
+    /// (distinct names) applied. The old table goes to `replaced`.
+    fn replace_shard(
+        &self,
+        slot: &mut Option<NonNull<Table>>,
+        changes: &[TableUpdate<'_>],
+        replaced: &mut Vec<NonNull<Table>>,
+        names: &mut usize,
+    ) {
+        let old = *slot;
+        // SAFETY: `old` belongs to the current snapshot, which we hold.
+        let old_table = old.map(|p| unsafe { p.as_ref() });
+        let old_len = old_table.map_or(0, Table::len);
+        // Usually a copy of the shard with the change patched in; a full
+        // rebuild when the shard is new, too full, or too fragmented.
+        let table = match old_table.and_then(|t| t.patched(changes)) {
+            Some(table) => table,
+            None => Self::rebuild(&self.hasher, old_table, changes),
+        };
+        *names = *names - old_len + table.len();
+        *slot = if table.len() == 0 {
+            None
+        } else {
+            Some(NonNull::from(Box::leak(Box::new(table))))
+        };
+        replaced.extend(old);
+    }
+
     /// A new table from the live entries of `old` with `changes` applied.
     fn rebuild(hasher: &NameHasher, old: Option<&Table>, changes: &[TableUpdate<'_>]) -> Table {
+        let Some(old) = old else {
+            // A new shard (a load): only the changes.
+            let entries: Vec<(&[u8], u64, &[u8])> = changes
+                .iter()
+                .filter_map(|&(n, h, p)| Some((n, h, p?)))
+                .collect();
+            return Table::build(&entries);
+        };
         // A batch touches a shard with one or two names: scan them; a bulk
         // load gives a shard many: index them.
         let indexed: HashMap<&[u8], ()> = if changes.len() > 8 {
@@ -640,9 +740,8 @@ impl SnapshotWriter {
                 changes.iter().any(|(n, _, _)| *n == name)
             }
         };
-        let mut entries: Vec<(&[u8], u64, &[u8])> =
-            Vec::with_capacity(old.map_or(0, Table::len) + changes.len());
-        for (name, payload) in old.into_iter().flat_map(Table::iter) {
+        let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::with_capacity(old.len() + changes.len());
+        for (name, payload) in old.iter() {
             if !is_changed(name) {
                 entries.push((name, hasher.hash(name), payload));
             }
@@ -673,5 +772,121 @@ impl SnapshotWriter {
     /// Number of replaced snapshots still waiting for workers to let go.
     pub fn retired_count(&self) -> usize {
         self.retired.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::zone::{RecordData, Soa, StaticRecord};
+
+    fn zone(name: &str, statics: &[(&str, RecordData)]) -> ZoneData {
+        ZoneData {
+            name: name.into(),
+            soa: Soa {
+                mname: format!("ns1.{name}"),
+                rname: format!("hostmaster.{name}"),
+                serial: 1,
+                refresh: 3600,
+                retry: 600,
+                expire: 86400,
+                minimum: 60,
+                ttl: 3600,
+            },
+            ns: vec![format!("ns1.{name}")],
+            ns_ttl: 3600,
+            default_ttl: 60,
+            records: statics
+                .iter()
+                .map(|(owner, data)| StaticRecord {
+                    owner: (*owner).into(),
+                    ttl: 300,
+                    data: data.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A deterministic pseudo-random change over a small set of names, so
+    /// that names collide: hosts at statics, deep hosts under hosts (empty
+    /// non-terminals), ACME tokens set and cleared, removals, zone reloads.
+    fn change(seed: &mut u64) -> Change {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = *seed >> 33;
+        let names = ["a", "b", "www", "x.a", "y.x.a", "mail", "deep.www", "c"];
+        let name = names[(r % names.len() as u64) as usize].to_owned();
+        let statics = [
+            (
+                "www",
+                RecordData::Mx {
+                    preference: 10,
+                    exchange: "mail.example.".into(),
+                },
+            ),
+            ("mail", RecordData::A("192.0.2.25".parse().unwrap())),
+        ];
+        match (r >> 8) % 10 {
+            0..=4 => Change::UpsertHost(
+                "example".into(),
+                HostData {
+                    name,
+                    ipv4: Some(std::net::Ipv4Addr::from((r >> 12) as u32 & 0xff)),
+                    ipv6: ((r >> 20) & 1 == 1).then(|| "2001:db8::1".parse().unwrap()),
+                    txt: if (r >> 21) & 3 == 0 {
+                        vec![format!("token{}", r & 7)]
+                    } else {
+                        Vec::new()
+                    },
+                    wildcard: (r >> 23) & 7 == 0,
+                    ..HostData::default()
+                },
+            ),
+            5..=7 => Change::RemoveHost("example".into(), name),
+            8 => Change::UpsertZone(zone("example", &statics[..((r >> 12) % 3) as usize])),
+            _ => Change::SetSoaSerial("example".into(), (r & 0xffff) as u32),
+        }
+    }
+
+    fn contents(writer: &SnapshotWriter) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        writer
+            .current()
+            .entries()
+            .map(|(n, p)| (n.to_vec(), p.to_vec()))
+            .collect()
+    }
+
+    /// Staged host entries and the general overlay must give the same
+    /// snapshot as publishing every change on its own, whatever the mix.
+    #[test]
+    fn one_batch_equals_one_publish_per_change() {
+        for round in 0..120u64 {
+            let mut seed = round;
+            let changes: Vec<Change> = (0..60).map(|_| change(&mut seed)).collect();
+            let mut one_by_one = SnapshotWriter::new(&HandlerConfig::default());
+            let mut batched = SnapshotWriter::new(&HandlerConfig::default());
+            let mut staged = SnapshotWriter::new(&HandlerConfig::default());
+            for w in [&mut one_by_one, &mut batched, &mut staged] {
+                w.apply([Change::UpsertZone(zone("example", &[]))]);
+            }
+            let mut rejected = 0;
+            for c in changes.clone() {
+                rejected += one_by_one.apply([c]).rejected.len();
+            }
+            assert_eq!(batched.apply(changes.clone()).rejected.len(), rejected);
+            // Staged in three parts, published once.
+            for part in changes.chunks(25) {
+                staged.stage(part.to_vec());
+            }
+            staged.publish();
+            let want = contents(&one_by_one);
+            assert_eq!(contents(&batched), want, "round {round}: {changes:?}");
+            assert_eq!(contents(&staged), want, "round {round}: {changes:?}");
+            assert_eq!(batched.current().name_count(), want.len());
+            assert_eq!(staged.current().name_count(), want.len());
+        }
     }
 }

@@ -1,0 +1,229 @@
+//! Host payloads decided by the batch being built, stored compactly.
+//!
+//! A bulk load (a million hosts at start, or a reload) used to put every
+//! name into the writer's general overlay, a `HashMap<Vec<u8>, Vec<u8>>`:
+//! two allocations per name, a SipHash-free but still full hash of each name
+//! per insert, and a map of a million boxed keys to walk at publish. A
+//! profile of the 1M-name start showed that overlay, its lookups and the
+//! page faults of its growth as the largest costs after the database read.
+//!
+//! Here a staged entry is appended to one byte arena in the shard table's
+//! own entry format (`name_len name payload_len payload`), and indexed by
+//! the writer's keyed name hash, which the publish reuses to pick the shard
+//! and the slot: the name is hashed once. [`Staged::into_shard_order`] hands
+//! the live entries to the publish sorted by shard (a counting sort), so
+//! each shard is built once from a contiguous run.
+//!
+//! The writer keeps every name in at most one of its overlay and this store
+//! (see `SnapshotWriter::put`), so the two never disagree.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::SHARD_COUNT;
+use super::table::{entry_at, write_entry};
+
+/// The index's keys are already keyed, uniformly distributed hashes:
+/// hashing them again would only cost time.
+#[derive(Default)]
+pub(super) struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (u64 keys); fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub(super) struct Staged {
+    arena: Vec<u8>,
+    /// Name hash → offset of the live entry in `arena`.
+    index: HashMap<u64, usize, BuildHasherDefault<KeyIsHash>>,
+}
+
+/// Live staged entries in shard order, with the arena they point into.
+pub(super) struct ShardOrder {
+    arena: Vec<u8>,
+    /// `(hash, offset)`, sorted by `hash % SHARD_COUNT`.
+    entries: Vec<(u64, usize)>,
+}
+
+impl Staged {
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Room for `names` more entries of about `entry_bytes` each.
+    pub(super) fn reserve(&mut self, names: usize, entry_bytes: usize) {
+        self.index.reserve(names);
+        self.arena.reserve(names.saturating_mul(entry_bytes));
+    }
+
+    pub(super) fn get(&self, hash: u64, name: &[u8]) -> Option<&[u8]> {
+        let &at = self.index.get(&hash)?;
+        let (stored, payload) = entry_at(&self.arena, at);
+        (stored == name).then_some(payload)
+    }
+
+    /// Forgets `name` (its arena bytes stay until the publish).
+    pub(super) fn remove(&mut self, hash: u64, name: &[u8]) {
+        if self.get(hash, name).is_some() {
+            self.index.remove(&hash);
+        }
+    }
+
+    /// Stores `payload` for `name`, replacing what it had. Another name
+    /// with the same 64-bit hash (never seen in practice, but possible) is
+    /// displaced and returned, for the caller to keep elsewhere.
+    pub(super) fn insert(
+        &mut self,
+        hash: u64,
+        name: &[u8],
+        payload: &[u8],
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let at = self.arena.len();
+        write_entry(&mut self.arena, name, payload);
+        self.index.insert(hash, at).and_then(|old| {
+            let (old_name, old_payload) = entry_at(&self.arena, old);
+            (old_name != name).then(|| (old_name.to_vec(), old_payload.to_vec()))
+        })
+    }
+
+    /// Every live `(name, payload)` entry, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.index.values().map(|&at| entry_at(&self.arena, at))
+    }
+
+    /// Empties the store, handing its live entries over in shard order.
+    pub(super) fn take_in_shard_order(&mut self) -> ShardOrder {
+        let Staged { arena, index } = std::mem::take(self);
+        let shard = |hash: u64| hash as usize & (SHARD_COUNT - 1);
+        // Counting sort: one pass to count, one to place.
+        let mut starts = vec![0usize; SHARD_COUNT + 1];
+        for &hash in index.keys() {
+            starts[shard(hash) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut entries = vec![(0u64, 0usize); index.len()];
+        for (hash, at) in index {
+            let next = &mut starts[shard(hash)];
+            entries[*next] = (hash, at);
+            *next += 1;
+        }
+        ShardOrder { arena, entries }
+    }
+}
+
+impl ShardOrder {
+    /// The runs of entries of one shard each: `(shard, [(name, hash, payload)])`.
+    pub(super) fn runs(&self) -> impl Iterator<Item = (usize, Run<'_>)> + '_ {
+        let mut rest = &self.entries[..];
+        std::iter::from_fn(move || {
+            let &(first, _) = rest.first()?;
+            let shard = first as usize & (SHARD_COUNT - 1);
+            let end = rest
+                .iter()
+                .position(|&(h, _)| h as usize & (SHARD_COUNT - 1) != shard)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((
+                shard,
+                Run {
+                    arena: &self.arena,
+                    entries: run,
+                },
+            ))
+        })
+    }
+}
+
+/// The staged entries of one shard.
+pub(super) struct Run<'a> {
+    arena: &'a [u8],
+    entries: &'a [(u64, usize)],
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&'a [u8], u64, &'a [u8])> + 'a {
+        let arena = self.arena;
+        self.entries.iter().map(move |&(hash, at)| {
+            let (name, payload) = entry_at(arena, at);
+            (name, hash, payload)
+        })
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::table::NameHasher;
+
+    #[test]
+    fn insert_replace_remove_and_shard_order() {
+        let h = NameHasher::random();
+        let mut s = Staged::default();
+        let names: Vec<Vec<u8>> = (0..5000)
+            .map(|i| format!("\x05n{i:04}\x00").into_bytes())
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(s.insert(h.hash(n), n, &[i as u8]).is_none());
+        }
+        // Replacing keeps one live entry with the new payload.
+        assert!(s.insert(h.hash(&names[7]), &names[7], b"new").is_none());
+        assert_eq!(s.get(h.hash(&names[7]), &names[7]), Some(&b"new"[..]));
+        s.remove(h.hash(&names[8]), &names[8]);
+        assert_eq!(s.get(h.hash(&names[8]), &names[8]), None);
+        // Removing a name that is not there (same hash slot or not) is harmless.
+        s.remove(h.hash(b"\x01x\x00"), b"\x01x\x00");
+        assert_eq!(s.len(), 4999);
+
+        // A forced hash collision displaces the older name.
+        let hash = h.hash(&names[9]);
+        let displaced = s.insert(hash, b"\x05other\x00", b"o");
+        assert_eq!(displaced, Some((names[9].clone(), vec![9u8])));
+
+        let order = s.take_in_shard_order();
+        assert!(s.is_empty());
+        let mut seen = 0;
+        let mut last_shard = None;
+        for (shard, run) in order.runs() {
+            assert!(
+                last_shard < Some(shard),
+                "runs come in shard order, once each"
+            );
+            last_shard = Some(shard);
+            for (name, hash, _) in run.iter() {
+                assert_eq!(hash as usize & (SHARD_COUNT - 1), shard);
+                if name != b"\x05other\x00" {
+                    assert_eq!(h.hash(name), hash);
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4999);
+    }
+}
