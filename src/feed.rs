@@ -32,12 +32,11 @@ use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{Change, HostData, ZoneData};
 use ddserver_store::{ChangeKind, Host, Name, Store, StoreError, Zone};
 
-use crate::zoneload::read_zone;
+use crate::serve::Publish;
+use crate::zoneload::{read_ahead, read_zone};
 
-/// Names handed to the snapshot writer per publish during the full load.
-/// Measured at 1M names (release, quiet machine): 10k per batch loaded in
-/// 8.5-8.9 s, 50k in 7.6 s, 250k no faster; resident memory afterwards was
-/// the same within 10%.
+/// Names handed to the snapshot writer per message during the full load
+/// (staged, then published once): bounds the memory of one message.
 const LOAD_BATCH: usize = 50_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
@@ -167,11 +166,12 @@ impl Follower {
         self.applied
     }
 
-    /// Loads every zone and host through `apply`, then catches up with what
-    /// was committed meanwhile.
+    /// Loads every zone and host through `apply`, staged page by page and
+    /// published once at the end, then catches up with what was committed
+    /// meanwhile.
     pub(crate) async fn load_all<F, Fut>(&mut self, apply: F) -> Result<Loaded>
     where
-        F: Fn(Vec<Change>) -> Fut,
+        F: Fn(Vec<Change>, Publish) -> Fut,
         Fut: Future<Output = Result<usize>>,
     {
         // The serial first: replaying the log from it after the load covers
@@ -186,34 +186,34 @@ impl Follower {
             self.zones.insert(name.clone());
             let loaded = read_zone(&self.store, zone).await?;
             names += loaded.data.records.len() + loaded.address_names.len();
-            apply(vec![Change::UpsertZone(loaded.data)]).await?;
-            for chunk in loaded.address_names.chunks(LOAD_BATCH) {
-                let batch = chunk
-                    .iter()
-                    .map(|h| Change::UpsertHost(name.clone(), h.clone()))
+            apply(vec![Change::UpsertZone(loaded.data)], Publish::Later).await?;
+            let mut hosts = loaded.address_names.into_iter();
+            loop {
+                let batch: Vec<Change> = hosts
+                    .by_ref()
+                    .take(LOAD_BATCH)
+                    .map(|h| Change::UpsertHost(name.clone(), h))
                     .collect();
-                apply(batch).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                apply(batch, Publish::Later).await?;
             }
         }
-        // Each publish rebuilds the shards its batch touches, and a page of
-        // hosts touches nearly all of them: apply in large batches so a
-        // load of N names costs N / LOAD_BATCH rebuilds, not N / page.
-        let mut hosts = self.store.host_pages(ddserver_store::HOST_PAGE_SIZE);
-        let mut batch = Vec::new();
-        while let Some(page) = hosts.next_batch().await? {
+        let mut hosts = read_ahead(self.store.host_pages(ddserver_store::HOST_PAGE_SIZE));
+        while let Some(page) = hosts.recv().await {
+            let page = page?;
             names += page.len();
-            batch
-                .extend(page.iter().map(|host| {
-                    Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host))
-                }));
-            if batch.len() >= LOAD_BATCH {
-                apply(std::mem::take(&mut batch)).await?;
-            }
+            let batch = page
+                .iter()
+                .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
+                .collect();
+            apply(batch, Publish::Later).await?;
         }
-        if !batch.is_empty() {
-            apply(batch).await?;
-        }
-        self.catch_up(&apply).await?;
+        // Everything staged above is served from this publish on: each
+        // shard is built once, whatever the number of pages.
+        apply(Vec::new(), Publish::Now).await?;
+        self.catch_up(|batch| apply(batch, Publish::Now)).await?;
         Ok(Loaded {
             zones,
             names,

@@ -37,8 +37,20 @@ const BIG_BATCH: usize = 10_000;
 
 /// Work for the snapshot writer's thread.
 enum WriterJob {
-    /// Apply a batch with one publish; the reply says how many applied.
-    Apply(Vec<Change>, tokio::sync::oneshot::Sender<usize>),
+    /// Apply a batch, publishing it (and whatever was staged before it)
+    /// when the flag says so; the reply says how many applied.
+    Apply(Vec<Change>, Publish, tokio::sync::oneshot::Sender<usize>),
+}
+
+/// Whether a batch handed to the writer is published at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// Served from this batch on.
+    Now,
+    /// Staged: served from the next published batch on. Only the start-up
+    /// load stages (nothing is served before it ends, and a failed load
+    /// ends the process), so no half-loaded state is ever published.
+    Later,
 }
 
 /// The thread that owns the [`SnapshotWriter`]: every publish happens
@@ -61,19 +73,28 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
+                // Changes staged since the last publish.
+                let mut staged = 0;
                 loop {
                     match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(WriterJob::Apply(changes, reply)) => {
+                        Ok(WriterJob::Apply(changes, publish, reply)) => {
                             let count = changes.len();
-                            let report = writer.apply(changes);
-                            if count >= BIG_BATCH {
+                            let report = writer.stage(changes);
+                            staged += count;
+                            if publish == Publish::Now {
+                                writer.publish();
+                            }
+                            if publish == Publish::Now && staged >= BIG_BATCH {
+                                let count = std::mem::take(&mut staged);
                                 // A load-sized batch leaves large temporaries
                                 // in this thread's heap; give them back.
                                 release_free_memory();
                                 tracing::debug!(
                                     retired = writer.retired_count(),
-                                    "snapshot writer: applied a batch of {count}"
+                                    "snapshot writer: published {count} changes"
                                 );
+                            } else if publish == Publish::Now {
+                                staged = 0;
                             }
                             for (index, error) in &report.rejected {
                                 tracing::error!(
@@ -104,12 +125,12 @@ impl WriterThread {
 }
 
 impl WriterHandle {
-    /// Applies `changes` with one publish and waits until it is done;
-    /// returns how many applied.
-    async fn apply(&self, changes: Vec<Change>) -> Result<usize> {
+    /// Applies `changes` (with one publish unless staged) and waits until
+    /// it is done; returns how many applied.
+    async fn apply(&self, changes: Vec<Change>, publish: Publish) -> Result<usize> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(WriterJob::Apply(changes, tx))
+            .send(WriterJob::Apply(changes, publish, tx))
             .ok()
             .context("the snapshot writer stopped")?;
         rx.await.ok().context("the snapshot writer stopped")
@@ -224,7 +245,7 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
 
     let mut follower = Follower::new(store.clone());
     let loaded = follower
-        .load_all(|batch| writer.handle.apply(batch))
+        .load_all(|batch, publish| writer.handle.apply(batch, publish))
         .await
         .context("loading zones and hosts from the database")?;
     release_free_memory();
@@ -362,7 +383,7 @@ async fn follow(
         let started = Instant::now();
         let caught_up = tokio::time::timeout(
             CATCH_UP_TIMEOUT,
-            follower.catch_up(|batch| handle.apply(batch)),
+            follower.catch_up(|batch| handle.apply(batch, Publish::Now)),
         )
         .await
         .unwrap_or_else(|_| {

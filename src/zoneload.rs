@@ -14,11 +14,15 @@
 //!   hundreds of bytes per name. Everything else stays a static record.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{HostData, RecordData, StaticRecord, ZoneData};
-use ddserver_store::{RecordType, RecordValue, Store, StoredRecord, Zone};
+use ddserver_store::{
+    Host, HostPages, RecordPage, RecordType, RecordValue, StaticRecordPages, Store, StoreError,
+    StoredRecordRef, Zone,
+};
+use tokio::sync::mpsc;
 
 /// A zone ready for the snapshot writer: apex data with the static records
 /// that need zone-level handling, and the plain address names.
@@ -27,39 +31,69 @@ pub(crate) struct LoadedZone {
     pub(crate) address_names: Vec<HostData>,
 }
 
-/// Reads `zone`'s static records and splits them as described above.
+/// Reads `zone`'s static records and splits them as described above, page
+/// by page: records are parsed in place from the database's packed text,
+/// and only what is kept is allocated.
 pub(crate) async fn read_zone(store: &Store, zone: Zone) -> Result<LoadedZone> {
-    let mut pages = store
+    let pages = store
         .static_record_pages(&zone.name)
         .await
         .with_context(|| format!("reading the static records of {}", zone.name))?;
     let apex = zone.name.as_str().to_owned();
-    let mut records = Vec::new();
-    while let Some(page) = pages.next_batch().await? {
-        records.reserve(page.len());
-        for stored in page {
-            records.push(static_record(&stored, &apex)?);
+    let mut split = Splitter::new(&apex);
+    let mut pages = read_ahead(pages);
+    while let Some(page) = pages.recv().await {
+        let page = page?;
+        split.reserve(page.len());
+        for stored in page.iter() {
+            split.add(stored?)?;
         }
     }
     // Name-server targets stay zone-level: glue is taken from there.
-    let mut ns_targets: Vec<String> = zone.ns.iter().map(|n| n.as_str().to_owned()).collect();
-    ns_targets.extend(records.iter().filter_map(|r| match &r.data {
-        RecordData::Ns(target) => Some(target.trim_end_matches('.').to_ascii_lowercase()),
-        _ => None,
-    }));
-    let keep: HashSet<String> = ns_targets
-        .iter()
-        .filter_map(|t| {
-            t.strip_suffix(apex.as_str())
-                .and_then(|s| s.strip_suffix('.'))
-        })
-        .map(str::to_owned)
-        .collect();
-    let (records, address_names) = split_address_names(records, &keep);
+    let apex_ns: Vec<String> = zone.ns.iter().map(|n| n.as_str().to_owned()).collect();
+    let (records, address_names) = split.finish(&apex_ns);
     Ok(LoadedZone {
         data: zone_data(&zone, records),
         address_names,
     })
+}
+
+/// A paged bulk read of the store.
+pub(crate) trait Pages: Send + 'static {
+    type Page: Send + 'static;
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<Self::Page>, StoreError>> + Send;
+}
+
+impl Pages for StaticRecordPages {
+    type Page = RecordPage;
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<RecordPage>, StoreError>> + Send {
+        self.next_batch()
+    }
+}
+
+impl Pages for HostPages {
+    type Page = Vec<Host>;
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<Vec<Host>>, StoreError>> + Send {
+        self.next_batch()
+    }
+}
+
+/// Reads `pages` one page ahead of the caller, so the database produces
+/// the next page while the caller works through this one (on SQLite the
+/// reads run on sqlx's worker thread: two cores instead of one). A read
+/// error is the last item.
+pub(crate) fn read_ahead<P: Pages>(mut pages: P) -> mpsc::Receiver<Result<P::Page, StoreError>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(page) = pages.next_page().await.transpose() {
+            let failed = page.is_err();
+            // A closed channel: the reader gave up (an error of its own).
+            if tx.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The zone's apex data with the given static records.
@@ -86,17 +120,8 @@ pub(crate) fn zone_data(zone: &Zone, records: Vec<StaticRecord>) -> ZoneData {
 /// One stored record in the responder's terms: owner relative to the apex
 /// (`@` for the apex), typed RDATA. Addresses take a fast path; the rest
 /// goes through the store's RDATA parser.
-pub(crate) fn static_record(stored: &StoredRecord, apex: &str) -> Result<StaticRecord> {
-    let owner = if stored.owner == apex {
-        "@".to_owned()
-    } else {
-        stored
-            .owner
-            .strip_suffix(apex)
-            .and_then(|s| s.strip_suffix('.'))
-            .ok_or_else(|| anyhow!("stored record owner {} is outside {apex}", stored.owner))?
-            .to_owned()
-    };
+pub(crate) fn static_record(stored: &StoredRecordRef<'_>, apex: &str) -> Result<StaticRecord> {
+    let owner = relative_owner(stored.owner, apex)?.to_owned();
     let data = match stored.rtype {
         RecordType::A => stored.rdata.parse::<Ipv4Addr>().ok().map(RecordData::A),
         RecordType::Aaaa => stored.rdata.parse::<Ipv6Addr>().ok().map(RecordData::Aaaa),
@@ -105,7 +130,7 @@ pub(crate) fn static_record(stored: &StoredRecord, apex: &str) -> Result<StaticR
     let data = match data {
         Some(data) => data,
         None => record_data(
-            RecordValue::parse(stored.rtype, &stored.rdata).map_err(|e| {
+            RecordValue::parse(stored.rtype, stored.rdata).map_err(|e| {
                 anyhow!(
                     "stored record '{} {} {}' cannot be served: {e}",
                     stored.owner,
@@ -162,134 +187,252 @@ pub(crate) fn record_data(value: RecordValue) -> Result<RecordData> {
     })
 }
 
-/// Splits off the names that hold only one A and/or one AAAA with one TTL,
-/// are not wildcards, not the apex, not at or below a delegation (glue
-/// there must stay zone-level so it is answered as a referral) and not in
-/// `keep` (relative names, e.g. name-server targets).
-pub(crate) fn split_address_names(
-    records: Vec<StaticRecord>,
-    keep: &HashSet<String>,
-) -> (Vec<StaticRecord>, Vec<HostData>) {
-    #[derive(Default)]
-    struct Owner {
-        v4: Option<(Ipv4Addr, u32)>,
-        v6: Option<(Ipv6Addr, u32)>,
-        other: bool,
+/// `owner` relative to `apex` (`@` for the apex itself).
+fn relative_owner<'a>(owner: &'a str, apex: &str) -> Result<&'a str> {
+    if owner == apex {
+        return Ok("@");
     }
-    // foldhash, not SipHash: the keys are our own stored names, and this
-    // runs once per name of the zone at every load (a profile of a 1M-name
-    // load found the default hasher and per-name clones here).
-    let hasher = foldhash::fast::RandomState::default;
-    let mut owners: HashMap<&str, Owner, _> =
-        HashMap::with_capacity_and_hasher(records.len(), hasher());
-    let mut cuts: HashSet<&str, _> = HashSet::with_hasher(hasher());
-    for record in &records {
-        let owner = owners.entry(record.owner.as_str()).or_default();
-        match record.data {
-            RecordData::A(a) if owner.v4.is_none() => owner.v4 = Some((a, record.ttl)),
-            RecordData::Aaaa(a) if owner.v6.is_none() => owner.v6 = Some((a, record.ttl)),
-            RecordData::Ns(_) => {
-                owner.other = true;
-                cuts.insert(record.owner.as_str());
-            }
-            _ => owner.other = true,
+    owner
+        .strip_suffix(apex)
+        .and_then(|s| s.strip_suffix('.'))
+        .ok_or_else(|| anyhow!("stored record owner {owner} is outside {apex}"))
+}
+
+/// Splits a zone's records, as they stream in, into the plain address
+/// names (served on the host path) and the rest (zone-level statics).
+///
+/// A plain address name holds only one A and/or one AAAA with one TTL, is
+/// not a wildcard, not the apex, not at or below a delegation (glue there
+/// must stay zone-level so it is answered as a referral) and not a
+/// name-server target (glue). A name stays a candidate until a record
+/// says otherwise; then its address records move to the statics, and so
+/// does every later record of it. Delegations and name-server targets are
+/// known only at the end, so candidates are checked against them then.
+pub(crate) struct Splitter<'z> {
+    apex: &'z str,
+    statics: Vec<StaticRecord>,
+    /// Candidates (and former candidates, `None`) in first-seen order.
+    candidates: Vec<Option<HostData>>,
+    /// Relative owner → index in `candidates`, for names seen with an
+    /// address record; other owners are not tracked.
+    index: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// Owners of NS records below the apex (delegations).
+    cuts: HashSet<String, foldhash::fast::RandomState>,
+    /// Owners seen with a record other than one A/AAAA each (not
+    /// candidates, whatever comes later).
+    others: HashSet<String, foldhash::fast::RandomState>,
+}
+
+impl<'z> Splitter<'z> {
+    pub(crate) fn new(apex: &'z str) -> Self {
+        // foldhash, not SipHash: the keys are our own stored names, and
+        // this runs once per record at every load (profile of the 1M load).
+        Splitter {
+            apex,
+            statics: Vec::new(),
+            candidates: Vec::new(),
+            index: HashMap::default(),
+            cuts: HashSet::default(),
+            others: HashSet::default(),
         }
     }
-    let below_cut = |owner: &str| {
-        cuts.contains(owner)
-            || owner
-                .match_indices('.')
-                .any(|(i, _)| cuts.contains(&owner[i + 1..]))
-    };
-    let mut simple: HashSet<&str, _> = HashSet::with_capacity_and_hasher(owners.len(), hasher());
-    let mut hosts = Vec::with_capacity(owners.len());
-    for (name, owner) in &owners {
-        if owner.other
-            || *name == "@"
-            || name.starts_with('*')
-            || below_cut(name)
-            || keep.contains(*name)
-        {
-            continue;
-        }
-        let ttl = match (owner.v4, owner.v6) {
-            (Some((_, a)), Some((_, b))) if a != b => continue,
-            (Some((_, ttl)), _) | (None, Some((_, ttl))) => ttl,
-            (None, None) => continue,
+
+    /// Room for `records` more records (most of them address names).
+    pub(crate) fn reserve(&mut self, records: usize) {
+        self.candidates.reserve(records);
+        self.index.reserve(records);
+    }
+
+    pub(crate) fn add(&mut self, stored: StoredRecordRef<'_>) -> Result<()> {
+        let owner = relative_owner(stored.owner, self.apex)?;
+        let address = match stored.rtype {
+            RecordType::A => stored.rdata.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+            RecordType::Aaaa => stored.rdata.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            _ => None,
         };
-        simple.insert(*name);
-        hosts.push(HostData {
-            name: (*name).to_owned(),
-            ipv4: owner.v4.map(|(a, _)| a),
-            ipv6: owner.v6.map(|(a, _)| a),
-            ttl: Some(ttl),
-            ..HostData::default()
-        });
+        let plain = |owner: &str| owner != "@" && !owner.starts_with('*');
+        if let Some(address) = address
+            && plain(owner)
+            && !self.others.contains(owner)
+        {
+            let ttl = stored.ttl;
+            let at = match self.index.get(owner) {
+                Some(&at) => at as usize,
+                None => {
+                    self.index
+                        .insert(owner.to_owned(), self.candidates.len() as u32);
+                    self.candidates.push(Some(HostData {
+                        name: owner.to_owned(),
+                        ttl: Some(ttl),
+                        ..HostData::default()
+                    }));
+                    self.candidates.len() - 1
+                }
+            };
+            let Some(host) = &mut self.candidates[at] else {
+                unreachable!("a demoted owner is in `others`, checked above");
+            };
+            let free = match address {
+                IpAddr::V4(_) => host.ipv4.is_none(),
+                IpAddr::V6(_) => host.ipv6.is_none(),
+            };
+            if free && host.ttl == Some(ttl) {
+                match address {
+                    IpAddr::V4(a) => host.ipv4 = Some(a),
+                    IpAddr::V6(a) => host.ipv6 = Some(a),
+                }
+                return Ok(());
+            }
+            // A second address of one family, or another TTL: not plain.
+            self.others.insert(owner.to_owned());
+            self.demote(at);
+            self.statics.push(static_record(&stored, self.apex)?);
+            return Ok(());
+        }
+        let record = static_record(&stored, self.apex)?;
+        if matches!(record.data, RecordData::Ns(_)) && owner != "@" {
+            self.cuts.insert(owner.to_owned());
+        }
+        if plain(owner) && !self.others.contains(owner) {
+            self.others.insert(owner.to_owned());
+            if let Some(&at) = self.index.get(owner) {
+                self.demote(at as usize);
+            }
+        }
+        self.statics.push(record);
+        Ok(())
     }
-    let stays: Vec<bool> = records
-        .iter()
-        .map(|r| !simple.contains(r.owner.as_str()))
-        .collect();
-    drop(simple);
-    drop(owners);
-    drop(cuts);
-    let rest = records
-        .into_iter()
-        .zip(stays)
-        .filter_map(|(record, stays)| stays.then_some(record))
-        .collect();
-    (rest, hosts)
+
+    /// Moves candidate `at`'s address records to the statics.
+    fn demote(&mut self, at: usize) {
+        let Some(host) = self.candidates[at].take() else {
+            return;
+        };
+        self.statics.extend(address_records(&host));
+    }
+
+    /// The statics and the plain address names. `apex_ns` are the zone's
+    /// own name-server names (absolute): with the NS records' targets,
+    /// they stay zone-level.
+    pub(crate) fn finish(self, apex_ns: &[String]) -> (Vec<StaticRecord>, Vec<HostData>) {
+        let Splitter {
+            apex,
+            mut statics,
+            candidates,
+            index,
+            cuts,
+            others,
+        } = self;
+        drop(index);
+        drop(others);
+        let ns_targets =
+            apex_ns
+                .iter()
+                .cloned()
+                .chain(statics.iter().filter_map(|r| match &r.data {
+                    RecordData::Ns(target) => {
+                        Some(target.trim_end_matches('.').to_ascii_lowercase())
+                    }
+                    _ => None,
+                }));
+        let keep: HashSet<String> = ns_targets
+            .filter_map(|t| {
+                t.strip_suffix(apex)
+                    .and_then(|s| s.strip_suffix('.'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let below_cut = |owner: &str| {
+            !cuts.is_empty()
+                && (cuts.contains(owner)
+                    || owner
+                        .match_indices('.')
+                        .any(|(i, _)| cuts.contains(&owner[i + 1..])))
+        };
+        let mut hosts = Vec::with_capacity(candidates.len());
+        for host in candidates.into_iter().flatten() {
+            if below_cut(&host.name) || keep.contains(&host.name) {
+                statics.extend(address_records(&host));
+            } else {
+                hosts.push(host);
+            }
+        }
+        (statics, hosts)
+    }
+}
+
+/// A candidate's address records, as statics again.
+fn address_records(host: &HostData) -> impl Iterator<Item = StaticRecord> + '_ {
+    let ttl = host.ttl.unwrap_or_default();
+    let v4 = host.ipv4.map(RecordData::A);
+    let v6 = host.ipv6.map(RecordData::Aaaa);
+    v4.into_iter().chain(v6).map(move |data| StaticRecord {
+        owner: host.name.clone(),
+        ttl,
+        data,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(owner: &str, ttl: u32, data: RecordData) -> StaticRecord {
-        StaticRecord {
-            owner: owner.into(),
-            ttl,
-            data,
-        }
-    }
-
     #[test]
     fn only_plain_address_names_move_to_the_host_path() {
-        let a = |s: &str| RecordData::A(s.parse().unwrap());
-        let aaaa = |s: &str| RecordData::Aaaa(s.parse().unwrap());
-        let records = vec![
-            rec("h1", 60, a("192.0.2.1")),
-            rec("h1", 60, aaaa("2001:db8::1")),
-            rec("h2", 60, a("192.0.2.2")),
-            rec("two", 60, a("192.0.2.3")),
-            rec("two", 60, a("192.0.2.4")),
-            rec("ttls", 60, a("192.0.2.5")),
-            rec("ttls", 30, aaaa("2001:db8::5")),
-            rec("mx", 60, a("192.0.2.6")),
-            rec(
-                "mx",
-                60,
-                RecordData::Mx {
-                    preference: 1,
-                    exchange: "x.example.".into(),
-                },
-            ),
-            rec("@", 60, a("192.0.2.7")),
-            rec("*.w", 60, a("192.0.2.8")),
-            rec("sub", 60, RecordData::Ns("ns.sub.example.".into())),
-            rec("ns.sub", 60, a("192.0.2.9")),
-            rec("deep.ns.sub", 60, a("192.0.2.10")),
-            rec("ns1", 60, a("192.0.2.11")),
+        let lines = [
+            ("h1", 60, RecordType::A, "192.0.2.1"),
+            ("h1", 60, RecordType::Aaaa, "2001:db8::1"),
+            ("h2", 60, RecordType::A, "192.0.2.2"),
+            ("two", 60, RecordType::A, "192.0.2.3"),
+            ("two", 60, RecordType::A, "192.0.2.4"),
+            ("ttls", 60, RecordType::A, "192.0.2.5"),
+            ("ttls", 30, RecordType::Aaaa, "2001:db8::5"),
+            ("mx", 60, RecordType::A, "192.0.2.6"),
+            ("mx", 60, RecordType::Mx, "1 x.example."),
+            ("txt", 60, RecordType::Txt, "\"t\""),
+            ("txt", 60, RecordType::A, "192.0.2.12"),
+            ("@", 60, RecordType::A, "192.0.2.7"),
+            ("*.w", 60, RecordType::A, "192.0.2.8"),
+            ("ns.sub", 60, RecordType::A, "192.0.2.9"),
+            ("sub", 60, RecordType::Ns, "ns.sub.example."),
+            ("deep.ns.sub", 60, RecordType::A, "192.0.2.10"),
+            ("ns1", 60, RecordType::A, "192.0.2.11"),
+            ("ns2", 60, RecordType::A, "192.0.2.13"),
+            ("@", 60, RecordType::Ns, "ns2.example."),
         ];
-        let keep = HashSet::from(["ns1".to_string()]);
-        let (rest, hosts) = split_address_names(records, &keep);
+        let owners: Vec<String> = lines
+            .iter()
+            .map(|(o, ..)| match *o {
+                "@" => "example".to_owned(),
+                o => format!("{o}.example"),
+            })
+            .collect();
+        let mut split = Splitter::new("example");
+        for ((_, ttl, rtype, rdata), owner) in lines.iter().zip(&owners) {
+            split
+                .add(StoredRecordRef {
+                    owner,
+                    rtype: *rtype,
+                    ttl: *ttl,
+                    rdata,
+                })
+                .unwrap();
+        }
+        let (rest, hosts) = split.finish(&["ns1.example".to_owned()]);
         let mut names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["h1", "h2"]);
         let h1 = hosts.iter().find(|h| h.name == "h1").unwrap();
         assert_eq!(h1.ttl, Some(60));
         assert!(h1.ipv4.is_some() && h1.ipv6.is_some());
-        assert_eq!(rest.len(), 12);
+        // Every other record stays, once, in its owner's order.
+        assert_eq!(rest.len(), lines.len() - 3);
         assert!(rest.iter().all(|r| r.owner != "h1" && r.owner != "h2"));
+        let two: Vec<_> = rest.iter().filter(|r| r.owner == "two").collect();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0].data, RecordData::A("192.0.2.3".parse().unwrap()));
+        assert_eq!(rest.iter().filter(|r| r.owner == "ttls").count(), 2);
+        assert_eq!(rest.iter().filter(|r| r.owner == "txt").count(), 2);
+        assert_eq!(rest.iter().filter(|r| r.owner == "ns2").count(), 1);
     }
 }

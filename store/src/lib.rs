@@ -34,7 +34,7 @@ mod users;
 mod zones;
 
 pub use announce::{PushOptions, PushStats};
-pub use bulk::{StaticRecordPages, StoredRecord};
+pub use bulk::{RecordPage, StaticRecordPages, StoredRecord, StoredRecordRef};
 pub use error::{DatabaseError, StoreError};
 pub use feed::{FeedMessage, FrameError};
 pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};

@@ -1663,7 +1663,7 @@ async fn static_record_pages_match_the_records(store: &Store) {
     while let Some(page) = pages.next_batch().await.unwrap() {
         assert!(!page.is_empty());
         count += 1;
-        read.extend(page);
+        read.extend(page.to_records().unwrap());
     }
     assert!(count >= 3, "{count} pages");
     assert_eq!(read.len(), expected.len());
