@@ -33,11 +33,8 @@ use ddserver_responder::{Change, HostData, ZoneData};
 use ddserver_store::{ChangeKind, Host, Name, Store, StoreError, Zone};
 
 use crate::serve::Publish;
-use crate::zoneload::{read_ahead, read_zone};
+use crate::zoneload::{Splitter, apex_ns, read_ahead, read_zone, zone_data};
 
-/// Names handed to the snapshot writer per message during the full load
-/// (staged, then published once): bounds the memory of one message.
-const LOAD_BATCH: usize = 50_000;
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
 /// A gap in the serials older than this is a rolled-back transaction, not
@@ -169,6 +166,11 @@ impl Follower {
     /// Loads every zone and host through `apply`, staged page by page and
     /// published once at the end, then catches up with what was committed
     /// meanwhile.
+    ///
+    /// `apply` must hand the batch over when it is called (the writer
+    /// handle does); its future only waits for the writer. One batch is
+    /// kept in flight, so the writer stages a page while the next is read
+    /// and parsed here.
     pub(crate) async fn load_all<F, Fut>(&mut self, apply: F) -> Result<Loaded>
     where
         F: Fn(Vec<Change>, Publish) -> Fut,
@@ -181,24 +183,48 @@ impl Follower {
         let zone_list = self.store.list_zones().await?;
         let zones = zone_list.len();
         let mut names = 0;
+        let mut in_flight = None;
+        let mut stage = async |batch: Vec<Change>| -> Result<()> {
+            if let Some(previous) = in_flight.replace(apply(batch, Publish::Later)) {
+                previous.await?;
+            }
+            Ok(())
+        };
         for zone in zone_list {
             let name = zone.name.as_str().to_owned();
             self.zones.insert(name.clone());
-            let loaded = read_zone(&self.store, zone).await?;
-            names += loaded.data.records.len() + loaded.address_names.len();
-            apply(vec![Change::UpsertZone(loaded.data)], Publish::Later).await?;
-            let mut hosts = loaded.address_names.into_iter();
-            loop {
-                let batch: Vec<Change> = hosts
-                    .by_ref()
-                    .take(LOAD_BATCH)
-                    .map(|h| Change::UpsertHost(name.clone(), h))
-                    .collect();
-                if batch.is_empty() {
-                    break;
+            // The apex first (hosts need their zone), the statics at the end.
+            stage(vec![Change::UpsertZone(zone_data(&zone, Vec::new()))]).await?;
+            let pages = self
+                .store
+                .static_record_pages(&zone.name)
+                .await
+                .with_context(|| format!("reading the static records of {name}"))?;
+            let mut pages = read_ahead(pages);
+            let mut split = Splitter::new(&name);
+            while let Some(page) = pages.recv().await {
+                let page = page?;
+                split.reserve(page.len());
+                for stored in page.iter() {
+                    split.add(stored?)?;
                 }
-                apply(batch, Publish::Later).await?;
+                let ready = split.take_ready();
+                names += ready.len();
+                stage(ready.into_iter().map(|h| upsert(&name, h)).collect()).await?;
             }
+            let split = split.finish(&apex_ns(&zone));
+            // Names handed out twice (their second address came a page
+            // later) count twice: an estimate, for the log and metrics.
+            names += split.statics.len() + split.hosts.len();
+            names -= split.retracted.len().min(names);
+            let mut batch: Vec<Change> = split
+                .retracted
+                .into_iter()
+                .map(|host| Change::RemoveHost(name.clone(), host))
+                .collect();
+            batch.extend(split.hosts.into_iter().map(|h| upsert(&name, h)));
+            batch.push(Change::UpsertZone(zone_data(&zone, split.statics)));
+            stage(batch).await?;
         }
         let mut hosts = read_ahead(self.store.host_pages(ddserver_store::HOST_PAGE_SIZE));
         while let Some(page) = hosts.recv().await {
@@ -208,7 +234,10 @@ impl Follower {
                 .iter()
                 .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
                 .collect();
-            apply(batch, Publish::Later).await?;
+            stage(batch).await?;
+        }
+        if let Some(last) = in_flight.take() {
+            last.await?;
         }
         // Everything staged above is served from this publish on: each
         // shard is built once, whatever the number of pages.
@@ -371,6 +400,10 @@ fn relative(fqdn: &str, zone: &str) -> String {
         .and_then(|s| s.strip_suffix('.'))
         .unwrap_or(fqdn)
         .to_owned()
+}
+
+fn upsert(zone: &str, host: HostData) -> Change {
+    Change::UpsertHost(zone.to_owned(), host)
 }
 
 /// A stored host as the responder serves it.

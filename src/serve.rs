@@ -125,15 +125,22 @@ impl WriterThread {
 }
 
 impl WriterHandle {
-    /// Applies `changes` (with one publish unless staged) and waits until
-    /// it is done; returns how many applied.
-    async fn apply(&self, changes: Vec<Change>, publish: Publish) -> Result<usize> {
+    /// Hands `changes` to the writer at once (published unless staged);
+    /// the future waits until it is applied and says how many applied.
+    fn apply(
+        &self,
+        changes: Vec<Change>,
+        publish: Publish,
+    ) -> impl Future<Output = Result<usize>> + use<> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
+        let sent = self
+            .jobs
             .send(WriterJob::Apply(changes, publish, tx))
-            .ok()
-            .context("the snapshot writer stopped")?;
-        rx.await.ok().context("the snapshot writer stopped")
+            .is_ok();
+        async move {
+            anyhow::ensure!(sent, "the snapshot writer stopped");
+            rx.await.ok().context("the snapshot writer stopped")
+        }
     }
 }
 

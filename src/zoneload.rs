@@ -13,7 +13,8 @@
 //!   per zone for CNAME, wildcard and delegation decisions, which costs
 //!   hundreds of bytes per name. Everything else stays a static record.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
@@ -22,6 +23,7 @@ use ddserver_store::{
     Host, HostPages, RecordPage, RecordType, RecordValue, StaticRecordPages, Store, StoreError,
     StoredRecordRef, Zone,
 };
+use hashbrown::HashTable;
 use tokio::sync::mpsc;
 
 /// A zone ready for the snapshot writer: apex data with the static records
@@ -50,11 +52,10 @@ pub(crate) async fn read_zone(store: &Store, zone: Zone) -> Result<LoadedZone> {
         }
     }
     // Name-server targets stay zone-level: glue is taken from there.
-    let apex_ns: Vec<String> = zone.ns.iter().map(|n| n.as_str().to_owned()).collect();
-    let (records, address_names) = split.finish(&apex_ns);
+    let split = split.finish(&apex_ns(&zone));
     Ok(LoadedZone {
-        data: zone_data(&zone, records),
-        address_names,
+        data: zone_data(&zone, split.statics),
+        address_names: split.hosts,
     })
 }
 
@@ -96,6 +97,11 @@ pub(crate) fn read_ahead<P: Pages>(mut pages: P) -> mpsc::Receiver<Result<P::Pag
     rx
 }
 
+/// The zone's own name servers (absolute names).
+pub(crate) fn apex_ns(zone: &Zone) -> Vec<String> {
+    zone.ns.iter().map(|n| n.as_str().to_owned()).collect()
+}
+
 /// The zone's apex data with the given static records.
 pub(crate) fn zone_data(zone: &Zone, records: Vec<StaticRecord>) -> ZoneData {
     ZoneData {
@@ -129,16 +135,14 @@ pub(crate) fn static_record(stored: &StoredRecordRef<'_>, apex: &str) -> Result<
     };
     let data = match data {
         Some(data) => data,
-        None => record_data(
-            RecordValue::parse(stored.rtype, stored.rdata).map_err(|e| {
-                anyhow!(
-                    "stored record '{} {} {}' cannot be served: {e}",
-                    stored.owner,
-                    stored.rtype,
-                    stored.rdata
-                )
-            })?,
-        )?,
+        None => record_data(RecordValue::parse(stored.rtype, stored.rdata).map_err(|e| {
+            anyhow!(
+                "stored record '{} {} {}' cannot be served: {e}",
+                stored.owner,
+                stored.rtype,
+                stored.rdata
+            )
+        })?)?,
     };
     Ok(StaticRecord {
         owner,
@@ -208,19 +212,48 @@ fn relative_owner<'a>(owner: &'a str, apex: &str) -> Result<&'a str> {
 /// says otherwise; then its address records move to the statics, and so
 /// does every later record of it. Delegations and name-server targets are
 /// known only at the end, so candidates are checked against them then.
+///
+/// A start-up load hands candidates out page by page ([`Self::take_ready`])
+/// so the snapshot writer builds while the next page is parsed; a name
+/// handed out and demoted later is listed as retracted at the end.
 pub(crate) struct Splitter<'z> {
     apex: &'z str,
     statics: Vec<StaticRecord>,
     /// Candidates (and former candidates, `None`) in first-seen order.
     candidates: Vec<Option<HostData>>,
-    /// Relative owner → index in `candidates`, for names seen with an
-    /// address record; other owners are not tracked.
-    index: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// Indexes into `candidates` by the hash of the relative owner, for
+    /// names seen with an address record (other owners are not tracked).
+    /// Index-only: the name lives in the candidate, not again as a key
+    /// (this index and its keys were a third of the load's page faults).
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// Owners of NS records below the apex (delegations).
     cuts: HashSet<String, foldhash::fast::RandomState>,
     /// Owners seen with a record other than one A/AAAA each (not
     /// candidates, whatever comes later).
     others: HashSet<String, foldhash::fast::RandomState>,
+    /// Per candidate: [`HANDED_OUT`], [`CHANGED`].
+    flags: Vec<u8>,
+    /// Candidates changed since the last [`Self::take_ready`].
+    changed: Vec<u32>,
+    /// Names handed out, then demoted.
+    retracted: Vec<String>,
+}
+
+/// A candidate's state as [`Splitter::take_ready`] handed it out.
+const HANDED_OUT: u8 = 1;
+/// A candidate created or changed since the last `take_ready`.
+const CHANGED: u8 = 2;
+
+/// What [`Splitter::finish`] leaves.
+pub(crate) struct Split {
+    /// Zone-level static records.
+    pub(crate) statics: Vec<StaticRecord>,
+    /// Plain address names not handed out yet.
+    pub(crate) hosts: Vec<HostData>,
+    /// Names handed out by `take_ready` that are not plain after all:
+    /// remove their host entries (their records are in `statics`).
+    pub(crate) retracted: Vec<String>,
 }
 
 impl<'z> Splitter<'z> {
@@ -231,16 +264,34 @@ impl<'z> Splitter<'z> {
             apex,
             statics: Vec::new(),
             candidates: Vec::new(),
-            index: HashMap::default(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             cuts: HashSet::default(),
             others: HashSet::default(),
+            flags: Vec::new(),
+            changed: Vec::new(),
+            retracted: Vec::new(),
         }
     }
 
     /// Room for `records` more records (most of them address names).
     pub(crate) fn reserve(&mut self, records: usize) {
         self.candidates.reserve(records);
-        self.index.reserve(records);
+        self.flags.reserve(records);
+        let (candidates, hasher) = (&self.candidates, &self.hasher);
+        self.index
+            .reserve(records, |at| live_hash(candidates, hasher, at));
+    }
+
+    /// The live candidate for `owner`, if any.
+    fn find(&self, hash: u64, owner: &str) -> Option<usize> {
+        self.index
+            .find(hash, |&at| {
+                self.candidates[at as usize]
+                    .as_ref()
+                    .is_some_and(|h| h.name == owner)
+            })
+            .map(|&at| at as usize)
     }
 
     pub(crate) fn add(&mut self, stored: StoredRecordRef<'_>) -> Result<()> {
@@ -256,16 +307,20 @@ impl<'z> Splitter<'z> {
             && !self.others.contains(owner)
         {
             let ttl = stored.ttl;
-            let at = match self.index.get(owner) {
-                Some(&at) => at as usize,
+            let hash = self.hasher.hash_one(owner);
+            let at = match self.find(hash, owner) {
+                Some(at) => at,
                 None => {
+                    let at = self.candidates.len() as u32;
+                    let (candidates, hasher) = (&self.candidates, &self.hasher);
                     self.index
-                        .insert(owner.to_owned(), self.candidates.len() as u32);
+                        .insert_unique(hash, at, |at| live_hash(candidates, hasher, at));
                     self.candidates.push(Some(HostData {
                         name: owner.to_owned(),
                         ttl: Some(ttl),
                         ..HostData::default()
                     }));
+                    self.flags.push(0);
                     self.candidates.len() - 1
                 }
             };
@@ -281,6 +336,10 @@ impl<'z> Splitter<'z> {
                     IpAddr::V4(a) => host.ipv4 = Some(a),
                     IpAddr::V6(a) => host.ipv6 = Some(a),
                 }
+                if self.flags[at] & CHANGED == 0 {
+                    self.flags[at] |= CHANGED;
+                    self.changed.push(at as u32);
+                }
                 return Ok(());
             }
             // A second address of one family, or another TTL: not plain.
@@ -295,8 +354,8 @@ impl<'z> Splitter<'z> {
         }
         if plain(owner) && !self.others.contains(owner) {
             self.others.insert(owner.to_owned());
-            if let Some(&at) = self.index.get(owner) {
-                self.demote(at as usize);
+            if let Some(at) = self.find(self.hasher.hash_one(owner), owner) {
+                self.demote(at);
             }
         }
         self.statics.push(record);
@@ -308,20 +367,51 @@ impl<'z> Splitter<'z> {
         let Some(host) = self.candidates[at].take() else {
             return;
         };
+        // Out of the index too: it only ever holds live candidates.
+        if let Ok(entry) = self
+            .index
+            .find_entry(self.hasher.hash_one(host.name.as_str()), |&i| {
+                i as usize == at
+            })
+        {
+            entry.remove();
+        }
         self.statics.extend(address_records(&host));
+        if self.flags[at] & HANDED_OUT != 0 {
+            self.retracted.push(host.name);
+        }
     }
 
-    /// The statics and the plain address names. `apex_ns` are the zone's
-    /// own name-server names (absolute): with the NS records' targets,
-    /// they stay zone-level.
-    pub(crate) fn finish(self, apex_ns: &[String]) -> (Vec<StaticRecord>, Vec<HostData>) {
+    /// The candidates created or changed since the last call, as they are
+    /// now. A later record may still demote one (see [`Split::retracted`])
+    /// or give it its other address (it is handed out again).
+    pub(crate) fn take_ready(&mut self) -> Vec<HostData> {
+        let mut ready = Vec::with_capacity(self.changed.len());
+        for at in self.changed.drain(..) {
+            let at = at as usize;
+            self.flags[at] = HANDED_OUT;
+            if let Some(host) = &self.candidates[at] {
+                ready.push(host.clone());
+            }
+        }
+        ready
+    }
+
+    /// The statics, the plain address names not handed out yet and the
+    /// retracted ones. `apex_ns` are the zone's own name-server names
+    /// (absolute): with the NS records' targets, they stay zone-level.
+    pub(crate) fn finish(self, apex_ns: &[String]) -> Split {
         let Splitter {
             apex,
             mut statics,
             candidates,
             index,
+            hasher: _,
             cuts,
             others,
+            flags,
+            changed: _,
+            mut retracted,
         } = self;
         drop(index);
         drop(others);
@@ -349,16 +439,37 @@ impl<'z> Splitter<'z> {
                         .match_indices('.')
                         .any(|(i, _)| cuts.contains(&owner[i + 1..])))
         };
-        let mut hosts = Vec::with_capacity(candidates.len());
-        for host in candidates.into_iter().flatten() {
+        let mut hosts = Vec::new();
+        for (host, flags) in candidates.into_iter().zip(flags) {
+            let Some(host) = host else { continue };
             if below_cut(&host.name) || keep.contains(&host.name) {
                 statics.extend(address_records(&host));
-            } else {
+                if flags & HANDED_OUT != 0 {
+                    retracted.push(host.name);
+                }
+            } else if flags != HANDED_OUT {
+                // Never handed out, or changed since.
                 hosts.push(host);
             }
         }
-        (statics, hosts)
+        Split {
+            statics,
+            hosts,
+            retracted,
+        }
     }
+}
+
+/// The hash of candidate `at`'s name, for rehashing the index (which holds
+/// live candidates only).
+fn live_hash(
+    candidates: &[Option<HostData>],
+    hasher: &foldhash::fast::RandomState,
+    at: &u32,
+) -> u64 {
+    candidates[*at as usize]
+        .as_ref()
+        .map_or(0, |h| hasher.hash_one(h.name.as_str()))
 }
 
 /// A candidate's address records, as statics again.
@@ -407,18 +518,52 @@ mod tests {
                 o => format!("{o}.example"),
             })
             .collect();
-        let mut split = Splitter::new("example");
-        for ((_, ttl, rtype, rdata), owner) in lines.iter().zip(&owners) {
-            split
-                .add(StoredRecordRef {
-                    owner,
-                    rtype: *rtype,
-                    ttl: *ttl,
-                    rdata,
-                })
-                .unwrap();
+        let records: Vec<StoredRecordRef<'_>> = lines
+            .iter()
+            .zip(&owners)
+            .map(|((_, ttl, rtype, rdata), owner)| StoredRecordRef {
+                owner,
+                rtype: *rtype,
+                ttl: *ttl,
+                rdata,
+            })
+            .collect();
+        // Handed out record by record, as a load does page by page: what
+        // was handed out (the last version of each name), minus what was
+        // retracted, plus what is left, is what the one-piece split gives.
+        let mut streamed = Splitter::new("example");
+        let mut served = std::collections::BTreeMap::new();
+        for record in &records {
+            streamed.add(*record).unwrap();
+            for host in streamed.take_ready() {
+                served.insert(host.name.clone(), host);
+            }
         }
-        let (rest, hosts) = split.finish(&["ns1.example".to_owned()]);
+        let end = streamed.finish(&["ns1.example".to_owned()]);
+        for name in &end.retracted {
+            assert!(
+                served.remove(name).is_some(),
+                "{name} retracted, never handed out"
+            );
+        }
+        for host in end.hosts {
+            served.insert(host.name.clone(), host);
+        }
+        let mut split = Splitter::new("example");
+        for record in &records {
+            split.add(*record).unwrap();
+        }
+        let Split {
+            statics: rest,
+            hosts,
+            retracted,
+        } = split.finish(&["ns1.example".to_owned()]);
+        assert!(retracted.is_empty());
+        let served: Vec<HostData> = served.into_values().collect();
+        let mut want = hosts.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(served, want);
+        assert_eq!(end.statics.len(), rest.len());
         let mut names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["h1", "h2"]);
