@@ -186,6 +186,16 @@ fn nochg_after_restart(backend: Backend) {
     assert_eq!(reply.body, "good 192.0.2.0\n");
     nochg_from_mirror(&a, &auth, &h0, "192.0.2.0");
     assert!(metric(&a, "ddserver_updater_mirror_hosts") >= 1.0);
+
+    // A host added elsewhere is learnt; its zone removed elsewhere (one
+    // `ZoneRemoved` entry for every name in it) drops it.
+    let config = s.scratch.config.clone();
+    s.add_host(&config, "h1", "192.0.2.1");
+    let h1 = format!("h1.{ZONE}");
+    nochg_from_mirror(&a, &auth, &h1, "192.0.2.1");
+    s.scratch.ok(&["zone", "remove", ZONE]);
+    let reply = update(&a, &auth, &format!("hostname={h1}&myip=192.0.2.1"));
+    assert_eq!((reply.status, reply.body.as_str()), (401, "badauth\n"));
 }
 
 #[test]
