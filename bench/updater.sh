@@ -11,7 +11,10 @@
 #   DB=mariadb bench/updater.sh     # MariaDB at $MYSQL_URL (root, no password)
 #
 # Settings (environment): BIN (default target/release/ddserver), HOSTS
-# (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200).
+# (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200),
+# HOST_MIRROR_MAX (updater.host_mirror_max; 0 switches the host mirror off,
+# so every request reads its host's row as before the mirror), MODES (which
+# runs, in order; default "http nochg flood change wrong served").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ddserver}
@@ -21,6 +24,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-10}
 SAMPLES=${SAMPLES:-200}
+HOST_MIRROR_MAX=${HOST_MIRROR_MAX:-2000000}
 MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
 ZONE=dyn.example.net
 SECRET=bench-secret
@@ -63,6 +67,7 @@ changes_refill = 1
 failed_auth_per_address = 100000
 failed_auth_per_host = 100000
 failed_auth_refill = 1
+host_mirror_max = $HOST_MIRROR_MAX
 
 [database]
 url = "$url"
@@ -110,29 +115,53 @@ url="http://127.0.0.1:$http_port"
 seq 1 "$HOSTS" | xargs -P 4 -I{} curl -s -o /dev/null -u "bench:$SECRET" \
     "$url/nic/update?hostname=h{}.$ZONE&myip=192.0.2.1"
 
-echo "# $DB, $HOSTS hosts, $CONNS connections, $THREADS wrk threads, ${DURATION}s per mode, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-run_wrk() { # MODE THREADS
+echo "# $DB, $HOSTS hosts, host_mirror_max $HOST_MIRROR_MAX, $CONNS connections, $THREADS wrk threads, ${DURATION}s per mode, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+run_wrk() { # MODE THREADS [SECONDS]
     MODE=$1 HOSTS=$HOSTS THREADS=$2 AUTH=$auth WRONG_AUTH=$wrong \
         wrk -t "$2" -c "$CONNS" -d "${3:-$DURATION}s" -s bench/updater/dyndns2.lua "$url"
 }
-# nochg and the flood first: `change` moves every host away from 192.0.2.1.
-echo "## nochg"
-run_wrk nochg "$THREADS" | grep -E '^(answers|latency|Requests/sec)'
-# Good clients during a flood of wrong passwords (argon2 capped at
-# max_verifications): cached credentials never wait for argon2.
-echo "## nochg while a second wrk floods wrong passwords"
-run_wrk wrong 1 $((DURATION + 2)) > "$work/flood.txt" &
-flood=$!
-sleep 1
-run_wrk nochg "$THREADS" | grep -E '^(answers|latency)'
-wait $flood
-sed -n 's/^answers/flood answers/p' "$work/flood.txt"
-for mode in change wrong; do
-    echo "## $mode"
-    run_wrk $mode "$THREADS" | grep -E '^(answers|latency|Requests/sec)'
+# The server's CPU time (user + system, in clock ticks), so each mode also
+# reports CPU per answer: a cost that the other load on a shared machine
+# does not change the way it changes answers/s.
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
+measured() { # MODE THREADS: wrk's summary plus the server's CPU per answer
+    local before after out answers
+    before=$(ticks)
+    out=$(run_wrk "$1" "$2")
+    after=$(ticks)
+    echo "$out" | grep -E '^(answers|latency|Requests/sec)'
+    answers=$(echo "$out" | awk '/^answers/ {n += $3} END {print n + 0}')
+    [ "$answers" -gt 0 ] && awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
+        'BEGIN {printf "server CPU per answer: %.1f us\n", t / hz * 1e6 / n}'
+}
+# Default order: nochg and the flood first, since `change` moves every host
+# away from 192.0.2.1. `http`: /healthz through the same wrk, the ceiling
+# of what this machine can drive at all.
+for mode in ${MODES:-http nochg flood change wrong served}; do
+    case $mode in
+        http)
+            echo "## http (/healthz, no Lua: the harness ceiling)"
+            wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz" | grep -E '^Requests/sec' ;;
+        nochg|change|wrong)
+            echo "## $mode"
+            measured "$mode" "$THREADS" ;;
+        flood)
+            # Good clients during a flood of wrong passwords (argon2 capped
+            # at max_verifications): cached credentials never wait for argon2.
+            echo "## nochg while a second wrk floods wrong passwords"
+            run_wrk wrong 1 $((DURATION + 2)) > "$work/flood.txt" &
+            flood=$!
+            sleep 1
+            run_wrk nochg "$THREADS" | grep -E '^(answers|latency)'
+            wait $flood
+            sed -n 's/^answers/flood answers/p' "$work/flood.txt" ;;
+        served)
+            echo "## good -> served"
+            python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES" ;;
+        *) echo "unknown mode $mode" >&2; exit 2 ;;
+    esac
 done
-echo "## good -> served"
-python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES"
-curl -s "$url/metrics" | grep -E '^ddserver_updater_(commit_batches|argon2|auth_cache)' || true
+curl -s "$url/metrics" | grep -E '^ddserver_updater_(commit_batches|argon2|auth_cache|mirror)' || true
 echo "server log: $(grep -c -E 'ERROR|WARN' "$work/serve.log" || true) warnings/errors"
 grep -E 'ERROR|WARN' "$work/serve.log" | head -5 || true

@@ -219,6 +219,10 @@ pub(crate) struct UpdaterConfig {
     /// Seconds between writes of last-seen times of unchanged updates.
     /// 1..=3600.
     pub(crate) seen_flush_interval: u64,
+    /// Hosts the updater's in-memory host mirror holds at most (~230 B
+    /// each, measured at 1M hosts); with more it switches itself off and
+    /// every update reads its host's row. 0: no mirror. 0..=100000000.
+    pub(crate) host_mirror_max: usize,
     /// Open connections at most. 1..=1000000.
     pub(crate) max_connections: usize,
     /// Seconds a client has to send its request headers (and TLS
@@ -246,6 +250,7 @@ impl Default for UpdaterConfig {
             changes_per_host: 10,
             changes_refill: 30,
             seen_flush_interval: 10,
+            host_mirror_max: 2_000_000,
             max_connections: 10_000,
             header_timeout: 10,
         }
@@ -290,6 +295,12 @@ impl UpdaterConfig {
         range("changes_per_host", self.changes_per_host.into(), 2, 100_000)?;
         range("changes_refill", self.changes_refill, 1, 86400)?;
         range("seen_flush_interval", self.seen_flush_interval, 1, 3600)?;
+        range(
+            "host_mirror_max",
+            wide(self.host_mirror_max),
+            0,
+            100_000_000,
+        )?;
         range("max_connections", wide(self.max_connections), 1, 1_000_000)?;
         range("header_timeout", self.header_timeout, 1, 300)?;
         if self.listen.is_empty() && self.tls_listen.is_empty() {

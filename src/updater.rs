@@ -46,6 +46,7 @@ fn updater_config(config: &Config) -> Result<ddserver_updater::Config> {
             per_token: Duration::from_secs(u.changes_refill),
         },
         seen_flush_interval: Duration::from_secs(u.seen_flush_interval),
+        host_mirror_max: u.host_mirror_max,
         max_connections: u.max_connections,
         header_timeout: Duration::from_secs(u.header_timeout),
     })

@@ -113,6 +113,25 @@ fn in_list(size: usize) -> String {
     vec!["?"; size].join(", ")
 }
 
+/// The rows of `select` (a SELECT over `hosts h` without WHERE) for the
+/// names in `chunk` (at most the largest IN-list size), in one query.
+async fn rows_by_fqdn(
+    conn: &mut AnyConnection,
+    select: &str,
+    chunk: &[Name],
+) -> Result<Vec<AnyRow>, StoreError> {
+    let Some(last) = chunk.last() else {
+        return Ok(Vec::new());
+    };
+    let size = in_list_size(chunk.len());
+    let sql = format!("{select} WHERE h.fqdn IN ({})", in_list(size));
+    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+    for i in 0..size {
+        query = query.bind(chunk.get(i).unwrap_or(last).as_str().to_owned());
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
+}
+
 /// The row facts a host mutation needs: ids and current state.
 struct HostKey {
     id: i64,
@@ -413,16 +432,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let mut found = Vec::with_capacity(fqdns.len());
         for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
-            let size = in_list_size(chunk.len());
-            let sql = format!(
-                concat!(host_select!(), " WHERE h.fqdn IN ({})"),
-                in_list(size)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
-            for i in 0..size {
-                query = query.bind(chunk[i.min(chunk.len() - 1)].as_str().to_owned());
-            }
-            let rows = query.fetch_all(&mut *conn).await?;
+            let rows = rows_by_fqdn(&mut conn, host_select!(), chunk).await?;
             let mut hosts = rows
                 .iter()
                 .map(host_from_row)
@@ -653,8 +663,10 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces a host's update secret. Not DNS-visible, so no change-log
-    /// entry and no serial bump; the audit row is written. Error:
+    /// Replaces a host's update secret. Not DNS-visible, so no serial bump;
+    /// but a `HostChanged` change-log entry, so that every updater's host
+    /// mirror (in any process) re-reads the host and drops credentials
+    /// verified against the old secret. The audit row is written. Error:
     /// `UnknownHost`.
     pub async fn set_host_secret(
         &self,
@@ -672,6 +684,13 @@ impl Store {
             .bind(key.id)
             .execute(&mut *tx)
             .await?;
+        log_changes(
+            &mut tx,
+            &[],
+            &[(&key.zone, fqdn.as_str(), ChangeKind::HostChanged)],
+            at,
+        )
+        .await?;
         audit(&mut tx, actor, "host.secret", fqdn.as_str(), "", at).await?;
         tx.commit().await?;
         Ok(())
@@ -771,39 +790,82 @@ fn parse_v6(text: Option<&str>) -> Result<Option<Ipv6Addr>, StoreError> {
         .transpose()
 }
 
+macro_rules! credential_select {
+    () => {
+        "SELECT h.id, h.fqdn, u.name, u.state, h.ipv4, h.ipv6, h.wildcard, h.offline, \
+         h.disabled, h.disabled_reason, h.secret_hash \
+         FROM hosts h JOIN users u ON u.id = h.user_id"
+    };
+}
+
+fn credential_from_row(row: &AnyRow) -> Result<HostCredential, StoreError> {
+    let state: String = row.try_get(3)?;
+    let ipv4: Option<String> = row.try_get(4)?;
+    let ipv6: Option<String> = row.try_get(5)?;
+    let flag = |i: usize| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(i)? != 0) };
+    let disabled = flag(8)?;
+    let reason: Option<String> = row.try_get(9)?;
+    Ok(HostCredential {
+        id: row.try_get(0)?,
+        fqdn: Name::from_db(row.try_get(1)?)?,
+        owner: row.try_get(2)?,
+        owner_active: state == UserState::Active.as_str(),
+        ipv4: parse_v4(ipv4.as_deref())?,
+        ipv6: parse_v6(ipv6.as_deref())?,
+        flags: HostFlags {
+            wildcard: flag(6)?,
+            offline: flag(7)?,
+            disabled: disabled.then(|| reason.unwrap_or_default()),
+        },
+        secret: StoredSecret(row.try_get(10)?),
+    })
+}
+
 impl Store {
     /// A host's state and stored secret hash, with its owner's state; `None`
     /// for an unknown host. One query through the unique `fqdn` index.
     pub async fn host_credential(&self, fqdn: &Name) -> Result<Option<HostCredential>, StoreError> {
-        let row = sqlx::query(
-            "SELECT h.id, h.fqdn, u.name, u.state, h.ipv4, h.ipv6, h.wildcard, h.offline, \
-             h.disabled, h.disabled_reason, h.secret_hash \
-             FROM hosts h JOIN users u ON u.id = h.user_id WHERE h.fqdn = ?",
-        )
-        .bind(fqdn.as_str())
-        .fetch_optional(&self.pool)
+        let row = sqlx::query(concat!(credential_select!(), " WHERE h.fqdn = ?"))
+            .bind(fqdn.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    /// The credentials of the hosts with these names (those that exist, in
+    /// no particular order): the updater's host mirror re-reads the names
+    /// the change log mentions with one query per 256 names.
+    pub async fn host_credentials(
+        &self,
+        fqdns: &[Name],
+    ) -> Result<Vec<HostCredential>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found = Vec::with_capacity(fqdns.len());
+        for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+            for row in rows_by_fqdn(&mut conn, credential_select!(), chunk).await? {
+                found.push(credential_from_row(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Up to `limit` hosts' credentials with an id above `after_id`, in id
+    /// order (keyset pagination): the updater's host mirror loads with it.
+    pub async fn host_credentials_page(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<HostCredential>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(concat!(
+            credential_select!(),
+            " WHERE h.id > ? ORDER BY h.id LIMIT ?"
+        ))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let state: String = row.try_get(3)?;
-        let ipv4: Option<String> = row.try_get(4)?;
-        let ipv6: Option<String> = row.try_get(5)?;
-        let flag = |i: usize| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(i)? != 0) };
-        let disabled = flag(8)?;
-        let reason: Option<String> = row.try_get(9)?;
-        Ok(Some(HostCredential {
-            id: row.try_get(0)?,
-            fqdn: Name::from_db(row.try_get(1)?)?,
-            owner: row.try_get(2)?,
-            owner_active: state == UserState::Active.as_str(),
-            ipv4: parse_v4(ipv4.as_deref())?,
-            ipv6: parse_v6(ipv6.as_deref())?,
-            flags: HostFlags {
-                wildcard: flag(6)?,
-                offline: flag(7)?,
-                disabled: disabled.then(|| reason.unwrap_or_default()),
-            },
-            secret: StoredSecret(row.try_get(10)?),
-        }))
+        rows.iter().map(credential_from_row).collect()
     }
 
     /// Applies many hosts' updates in one write transaction (group commit:

@@ -361,7 +361,9 @@ pub enum ChangeKind {
     ZoneRemoved,
     /// A host was created.
     HostAdded,
-    /// A host's addresses, TXT values or flags changed.
+    /// A host's addresses, TXT values or flags changed; also written, without
+    /// a serial bump, when only its update secret or its owner's state
+    /// changed (not DNS-visible, but the updaters' host mirrors re-read it).
     HostChanged,
     /// A host was removed.
     HostRemoved,

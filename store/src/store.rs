@@ -329,40 +329,50 @@ impl Store {
     /// Error: `ChangesPruned` when entries after `serial` were already
     /// pruned; the reader must then reload everything ([`Store::load_all`]).
     pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        // One statement, so one round trip for the (usually empty) answer
+        // of a follower's poll: the bookkeeping row joined with the entries
+        // after `serial` (none: one row of NULLs). Entries and
+        // `pruned_through` come from the same snapshot, so a prune that ran
+        // before is seen in both, and a reader never takes a pruned-into
+        // log for a complete one.
         let rows = sqlx::query(
-            "SELECT serial, zone, name, kind, committed_at FROM changes \
-             WHERE serial > ? ORDER BY serial LIMIT ?",
+            "SELECT s.pruned_through, c.serial, c.zone, c.name, c.kind, c.committed_at \
+             FROM change_log_state s LEFT JOIN changes c ON c.serial > ? \
+             WHERE s.id = 1 ORDER BY c.serial LIMIT ?",
         )
         .bind(to_i64(serial)?)
-        .bind(i64::from(limit))
+        .bind(i64::from(limit.max(1)))
         .fetch_all(&self.pool)
         .await?;
-        // Read after the entries: a prune that ran before them is seen here,
-        // so a reader never takes a pruned-into log for a complete one (a
-        // prune in between only causes a needless reload).
-        let row = sqlx::query("SELECT pruned_through FROM change_log_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        let pruned_through = to_u64(row.try_get(0)?)?;
+        let Some(first) = rows.first() else {
+            return Err(corrupt("change_log_state has no row".to_owned()));
+        };
+        let pruned_through = to_u64(first.try_get(0)?)?;
         if serial < pruned_through {
             return Err(StoreError::ChangesPruned {
                 since: serial,
                 pruned_through,
             });
         }
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get(3)?;
-                Ok(Change {
-                    serial: to_u64(row.try_get(0)?)?,
-                    zone: Name::from_db(row.try_get(1)?)?,
-                    name: Name::from_db(row.try_get(2)?)?,
-                    kind: ChangeKind::from_db(&kind)
-                        .ok_or_else(|| corrupt(format!("unknown change kind '{kind}'")))?,
-                    committed_at: row.try_get(4)?,
-                })
-            })
-            .collect()
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(entry) = row.try_get::<Option<i64>, _>(1)? else {
+                continue;
+            };
+            if changes.len() == limit as usize {
+                break;
+            }
+            let kind: String = row.try_get(4)?;
+            changes.push(Change {
+                serial: to_u64(entry)?,
+                zone: Name::from_db(row.try_get(2)?)?,
+                name: Name::from_db(row.try_get(3)?)?,
+                kind: ChangeKind::from_db(&kind)
+                    .ok_or_else(|| corrupt(format!("unknown change kind '{kind}'")))?,
+                committed_at: row.try_get(5)?,
+            });
+        }
+        Ok(changes)
     }
 
     /// Deletes change-log entries committed before `older_than` (unix

@@ -191,7 +191,27 @@ impl Store {
         if done.rows_affected() == 0 && fetch_user(&mut tx, &name).await?.is_none() {
             return Err(StoreError::UnknownUser { name });
         }
-        audit(&mut tx, actor, "user.state", &name, state.as_str(), now()).await?;
+        // Not DNS-visible (no serial bump), but whether the hosts take
+        // updates changed: a `HostChanged` entry per host tells updaters'
+        // host mirrors in every process to re-read them.
+        let hosts = sqlx::query(
+            "SELECT z.name, h.fqdn FROM hosts h JOIN zones z ON z.id = h.zone_id \
+             JOIN users u ON u.id = h.user_id WHERE u.name = ? ORDER BY h.id",
+        )
+        .bind(name.clone())
+        .fetch_all(&mut *tx)
+        .await?;
+        let hosts = hosts
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let changes: Vec<(&str, &str, ChangeKind)> = hosts
+            .iter()
+            .map(|(zone, fqdn)| (zone.as_str(), fqdn.as_str(), ChangeKind::HostChanged))
+            .collect();
+        let at = now();
+        log_changes(&mut tx, &[], &changes, at).await?;
+        audit(&mut tx, actor, "user.state", &name, state.as_str(), at).await?;
         tx.commit().await?;
         Ok(())
     }

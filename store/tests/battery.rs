@@ -1129,6 +1129,15 @@ async fn host_limits(store: &Store) {
     ));
 }
 
+/// (name, kind) of the change-log entries after `serial`.
+async fn logged_since(store: &Store, serial: u64) -> Vec<(String, ChangeKind)> {
+    let changes = store.changes_since(serial, 100).await.unwrap();
+    changes
+        .iter()
+        .map(|c| (c.name.to_string(), c.kind))
+        .collect()
+}
+
 async fn host_secrets(store: &Store) {
     zone_and_user(store).await;
     let fqdn = name("h.dyn.example.org");
@@ -1162,8 +1171,12 @@ async fn host_secrets(store: &Store) {
         .set_host_secret(&admin(), &fqdn, "rotated".to_owned())
         .await
         .unwrap();
-    // Not DNS-visible: no change-log entry.
-    assert_eq!(store.latest_serial().await.unwrap(), log);
+    // Not DNS-visible (no serial bump), but logged so that updaters' host
+    // mirrors re-read the host.
+    assert_eq!(
+        logged_since(store, log).await,
+        [(fqdn.to_string(), ChangeKind::HostChanged)]
+    );
     assert!(
         store
             .verify_host_secret(&fqdn, "s3cret")
@@ -1188,6 +1201,63 @@ async fn host_secrets(store: &Store) {
             .await,
         Err(StoreError::UnknownHost { .. })
     ));
+
+    // The updater's reads: by name (batched) and by page; the stored hash
+    // follows the rotation.
+    let one = store.host_credential(&fqdn).await.unwrap().unwrap();
+    assert!(one.secret.verify_blocking("rotated"));
+    let by_name = store
+        .host_credentials(&[fqdn.clone(), name("nope.dyn.example.org")])
+        .await
+        .unwrap();
+    assert_eq!(by_name.len(), 1);
+    assert_eq!((by_name[0].id, &by_name[0].secret), (one.id, &one.secret));
+    assert!(by_name[0].owner_active);
+    let page = store.host_credentials_page(0, 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!((page[0].id, &page[0].fqdn), (one.id, &fqdn));
+    assert!(
+        store
+            .host_credentials_page(one.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // An owner's state change reaches the hosts' credentials and is logged
+    // per host, without a serial bump.
+    let serial = store
+        .zone_by_name(&name("dyn.example.org"))
+        .await
+        .unwrap()
+        .unwrap()
+        .serial;
+    let log = store.latest_serial().await.unwrap();
+    store
+        .set_user_state(&admin(), "alice", UserState::Disabled)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .host_credential(&fqdn)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner_active
+    );
+    assert_eq!(
+        logged_since(store, log).await,
+        [(fqdn.to_string(), ChangeKind::HostChanged)]
+    );
+    assert_eq!(
+        store
+            .zone_by_name(&name("dyn.example.org"))
+            .await
+            .unwrap()
+            .unwrap()
+            .serial,
+        serial
+    );
 }
 
 async fn cascade_remove_zone(store: &Store) {

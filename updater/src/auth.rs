@@ -3,9 +3,10 @@
 //! bounded number of blocking threads.
 //!
 //! The cache never holds a password: its key is a BLAKE3 keyed hash (random
-//! per-process key) of the host, the user name, the password and the host's
-//! stored secret hash, so changing a host's secret makes its old entries
-//! unreachable at once, and they age out. Failures are never cached. This
+//! per-process key) of the host, the user name, the password and a
+//! fingerprint of the host's stored secret hash (`mirror::fingerprint`), so
+//! changing a host's secret makes its old entries unreachable at once, and
+//! they age out. Failures are never cached. This
 //! module must never log or return a password.
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use ddserver_store::StoredSecret;
 use tokio::sync::Semaphore;
+
+use crate::mirror::Fingerprint;
 
 /// A user name and password from the request. `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,20 +93,20 @@ impl CredentialCache {
     }
 
     /// The cache key for these credentials against this host's stored
-    /// secret. Each field is length-prefixed so that no two different
-    /// tuples hash the same input.
+    /// secret (its fingerprint). Each field is length-prefixed so that no
+    /// two different tuples hash the same input.
     pub(crate) fn key_for(
         &self,
         fqdn: &str,
         credentials: &Credentials,
-        stored: &StoredSecret,
+        stored: &Fingerprint,
     ) -> CacheKey {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         for part in [
             fqdn.as_bytes(),
             credentials.user.as_bytes(),
             credentials.password.as_bytes(),
-            stored.key_material(),
+            &stored[..],
         ] {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
@@ -239,8 +242,8 @@ mod tests {
             user: "u".into(),
             password: "p".into(),
         };
-        let stored = StoredSecret::from_phc("$argon2id$a".into());
-        let other = StoredSecret::from_phc("$argon2id$b".into());
+        let stored = crate::mirror::fingerprint(&StoredSecret::from_phc("$argon2id$a".into()));
+        let other = crate::mirror::fingerprint(&StoredSecret::from_phc("$argon2id$b".into()));
         let k = cache.key_for("h.example", &creds, &stored);
         assert_ne!(k, cache.key_for("h.example", &creds, &other));
         assert_ne!(k, cache.key_for("g.example", &creds, &stored));

@@ -15,6 +15,8 @@
 //! - `limit`: token buckets for failures and changes;
 //! - [`proxy`]: the client address behind trusted proxies;
 //! - `commit`: group commit and batched last-seen times;
+//! - `mirror`: the in-memory copy of the hosts that answers cached,
+//!   unchanged updates without a database query, following the change log;
 //! - `service`: one request from routing to answer;
 //! - `tls`, `metrics`; this file: configuration, listeners, shutdown.
 
@@ -22,6 +24,7 @@ mod auth;
 mod commit;
 mod limit;
 mod metrics;
+mod mirror;
 mod protocol;
 pub mod proxy;
 mod service;
@@ -79,6 +82,9 @@ pub struct Config {
     pub changes_per_host: Rate,
     /// How often last-seen times of unchanged updates are written.
     pub seen_flush_interval: Duration,
+    /// Hosts the host mirror holds at most; with more it switches itself
+    /// off and every request reads its host's row. 0: no mirror.
+    pub host_mirror_max: usize,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
@@ -112,6 +118,7 @@ impl Default for Config {
                 per_token: Duration::from_secs(30),
             },
             seen_flush_interval: Duration::from_secs(10),
+            host_mirror_max: 2_000_000,
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
         }
@@ -152,6 +159,7 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) committer: commit::Committer,
     pub(crate) seen: Arc<commit::Seen>,
+    pub(crate) mirror: Arc<mirror::Mirror>,
 }
 
 /// Rate-limit buckets kept at most per limiter.
@@ -167,6 +175,7 @@ pub struct Updater {
     graceful: Arc<GracefulShutdown>,
     committer: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
+    mirror: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the listeners and starts serving.
@@ -204,6 +213,8 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     let flusher =
         seen.clone()
             .start_flusher(store.clone(), config.seen_flush_interval, stopped.clone());
+    let mirror = Arc::new(mirror::Mirror::new(config.host_mirror_max));
+    let mirror_task = mirror.clone().start(store.clone(), stopped.clone());
     let state = Arc::new(State {
         cache: auth::CredentialCache::new(config.auth_cache_ttl, config.auth_cache_entries),
         verifier: auth::Verifier::new(config.max_verifications, config.verification_wait),
@@ -213,6 +224,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         metrics,
         committer,
         seen,
+        mirror,
         store,
         config,
     });
@@ -246,6 +258,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         graceful,
         committer: committer_task,
         flusher,
+        mirror: mirror_task,
     })
 }
 
@@ -345,5 +358,6 @@ impl Updater {
         // committer; it ends after the queued batch.
         let _ = tokio::time::timeout(grace, self.committer).await;
         let _ = self.flusher.await;
+        let _ = self.mirror.await;
     }
 }

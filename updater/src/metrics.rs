@@ -1,5 +1,6 @@
 //! Counters for `/metrics` in the Prometheus text format (version 0.0.4):
-//! answers by code, request latency, credential-cache hits and argon2 runs.
+//! answers by code, request latency, credential-cache hits, argon2 runs and
+//! the host mirror.
 //!
 //! Plain atomics, updated once per request; this module must never lock or
 //! allocate on the request path.
@@ -8,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::mirror::Mirror;
 use crate::protocol::Answer;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -25,6 +27,7 @@ pub(crate) struct Metrics {
     pub(crate) cache_misses: AtomicU64,
     pub(crate) verifications: AtomicU64,
     pub(crate) commit_batches: AtomicU64,
+    pub(crate) mirror_hits: AtomicU64,
 }
 
 impl Metrics {
@@ -49,7 +52,7 @@ impl Metrics {
         );
     }
 
-    pub(crate) fn render(&self) -> String {
+    pub(crate) fn render(&self, mirror: &Mirror) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP ddserver_updater_answers_total dyndns2 answer lines by code.\n\
@@ -102,6 +105,11 @@ impl Metrics {
                 "Write transactions of grouped host updates.",
                 &self.commit_batches,
             ),
+            (
+                "ddserver_updater_mirror_hits_total",
+                "Hosts authenticated and decided from the host mirror, without a row read.",
+                &self.mirror_hits,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -109,6 +117,17 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ddserver_updater_mirror_polls_total Change-log polls of the host mirror.\n\
+             # TYPE ddserver_updater_mirror_polls_total counter\n\
+             ddserver_updater_mirror_polls_total {}\n\
+             # HELP ddserver_updater_mirror_hosts Hosts in the host mirror.\n\
+             # TYPE ddserver_updater_mirror_hosts gauge\n\
+             ddserver_updater_mirror_hosts {}",
+            mirror.polls(),
+            mirror.len()
+        );
         out
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Order of work, cheapest first (hickory's `handle_request` habit): route,
 //! User-Agent, credentials present, per-address failure budget, host names,
-//! one indexed read per host, the credential cache, and only then argon2 on
+//! the host mirror (once fresh, see `mirror`) with the credential cache,
+//! else one indexed read per host and the cache, and only then argon2 on
 //! the bounded verifier. Internal errors are logged here and answered as
 //! `911`; this module must never show a database error or a secret to a
 //! client, and never answer `good` before the commit returned.
@@ -23,6 +24,7 @@ use crate::State;
 use crate::auth::{self, Credentials};
 use crate::commit::CommitError;
 use crate::limit::address_key;
+use crate::mirror::{self, MirroredHost};
 use crate::protocol::{self, Answer, MAX_HOSTS, Params, Shown};
 use crate::proxy;
 
@@ -84,7 +86,7 @@ pub(crate) async fn handle(
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
-            let mut response = text(StatusCode::OK, state.metrics.render());
+            let mut response = text(StatusCode::OK, state.metrics.render(&state.mirror));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -183,6 +185,44 @@ async fn update(
     response
 }
 
+/// What the answer to one authenticated host depends on, from its row or
+/// from the host mirror.
+struct HostState {
+    id: i64,
+    fqdn: Name,
+    ipv4: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+    wildcard: bool,
+    offline: bool,
+    disabled: bool,
+}
+
+impl HostState {
+    fn read(row: HostCredential) -> HostState {
+        HostState {
+            id: row.id,
+            fqdn: row.fqdn,
+            ipv4: row.ipv4,
+            ipv6: row.ipv6,
+            wildcard: row.flags.wildcard,
+            offline: row.flags.offline,
+            disabled: row.flags.disabled.is_some(),
+        }
+    }
+
+    fn mirrored(fqdn: &Name, host: &MirroredHost) -> HostState {
+        HostState {
+            id: host.id,
+            fqdn: fqdn.clone(),
+            ipv4: host.ipv4,
+            ipv6: host.ipv6,
+            wildcard: host.wildcard,
+            offline: host.offline,
+            disabled: host.disabled,
+        }
+    }
+}
+
 /// A requested host name after parsing.
 enum Target {
     /// Not a usable name: `notfqdn` for this line.
@@ -248,13 +288,23 @@ async fn run_update(
     let targets: Vec<Target> = names.iter().map(|n| parse_target(n)).collect();
     let user_fqdn = Name::parse(credentials.user.trim().trim_end_matches('.')).ok();
 
-    // Authenticate every named host: one indexed read each, then the cache,
-    // then argon2. Unknown hosts cost a dummy verification, so neither the
-    // answer nor its timing tells a stranger whether a name exists.
+    // Authenticate every named host: from the host mirror when it is fresh
+    // and the credentials are cached; else one indexed read each, then the
+    // cache, then argon2. Unknown hosts cost a dummy verification, so
+    // neither the answer nor its timing tells a stranger whether a name
+    // exists.
     // Every failed verification costs the client address one token, so a
     // request naming 20 hosts with a wrong password cannot buy 20 argon2
     // runs for the price of one failure.
-    let mut verified: Vec<Option<HostCredential>> = Vec::with_capacity(targets.len());
+    let user = credentials.user.to_ascii_lowercase();
+    // The user name is the owner's account name or the host's own name
+    // (compared as an A-label, so a Unicode host name works too).
+    let user_may = |owner: &str, owner_active: bool, fqdn: &Name| {
+        owner_active && (user == owner || user_fqdn.as_ref().is_some_and(|u| u == fqdn))
+    };
+    let mirror_fresh =
+        targets.iter().any(|t| matches!(t, Target::Host { .. })) && state.mirror.fresh().await;
+    let mut verified: Vec<Option<HostState>> = Vec::with_capacity(targets.len());
     let mut host_limited: Vec<Option<u64>> = vec![None; targets.len()];
     let mut address_limited: Option<u64> = None;
     for (i, target) in targets.iter().enumerate() {
@@ -271,6 +321,20 @@ async fn run_update(
             verified.push(None);
             continue;
         }
+        if mirror_fresh
+            && let Some(host) = state.mirror.get(fqdn.as_str())
+            && user_may(&host.owner, host.owner_active, fqdn)
+            && state.cache.contains(
+                &state
+                    .cache
+                    .key_for(fqdn.as_str(), &credentials, &host.secret),
+            )
+        {
+            state.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            state.metrics.mirror_hits.fetch_add(1, Ordering::Relaxed);
+            verified.push(Some(HostState::mirrored(fqdn, &host)));
+            continue;
+        }
         let row = match state.store.host_credential(fqdn).await {
             Ok(row) => row,
             Err(e) => {
@@ -278,21 +342,17 @@ async fn run_update(
                 return Outcome::once(Answer::ServerError);
             }
         };
-        // The user name is the owner's account name or the host's own name
-        // (compared as an A-label, so a Unicode host name works too).
-        let user_may = |row: &HostCredential| {
-            let user = credentials.user.to_ascii_lowercase();
-            row.owner_active
-                && (user == row.owner || user_fqdn.as_ref().is_some_and(|fqdn| *fqdn == row.fqdn))
-        };
         let ok = match row {
             Some(row) => {
-                let key = state
-                    .cache
-                    .key_for(fqdn.as_str(), &credentials, &row.secret);
-                if state.cache.contains(&key) && user_may(&row) {
+                let key = state.cache.key_for(
+                    fqdn.as_str(),
+                    &credentials,
+                    &mirror::fingerprint(&row.secret),
+                );
+                let may = user_may(&row.owner, row.owner_active, &row.fqdn);
+                if state.cache.contains(&key) && may {
                     state.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    Some(row)
+                    Some(HostState::read(row))
                 } else {
                     state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
                     state.metrics.verifications.fetch_add(1, Ordering::Relaxed);
@@ -301,9 +361,9 @@ async fn run_update(
                         .verify(&credentials.password, Some(row.secret.clone()))
                         .await
                     {
-                        Ok(true) if user_may(&row) => {
+                        Ok(true) if may => {
                             state.cache.insert(key);
-                            Some(row)
+                            Some(HostState::read(row))
                         }
                         Ok(_) => None,
                         Err(e) => {
@@ -370,7 +430,7 @@ async fn run_update(
                 Some(wait) => Answer::Abuse(Some(wait)),
                 None => Answer::Nohost,
             },
-            (Target::Host { .. }, Some(row)) if row.flags.disabled.is_some() => Answer::Abuse(None),
+            (Target::Host { .. }, Some(row)) if row.disabled => Answer::Abuse(None),
             (Target::Host { fqdn, acme: true }, Some(_)) => {
                 set_txt(state, &actor, fqdn, params.txt.as_deref()).await
             }
@@ -419,7 +479,7 @@ async fn update_one(
     state: &State,
     actor: &Actor,
     agent: &str,
-    row: &HostCredential,
+    row: &HostState,
     want_v4: Option<std::net::Ipv4Addr>,
     want_v6: Option<std::net::Ipv6Addr>,
     params: &Params,
@@ -428,8 +488,8 @@ async fn update_one(
     let offline = params.offline.unwrap_or(false);
     let unchanged = want_v4.is_none_or(|a| row.ipv4 == Some(a))
         && want_v6.is_none_or(|a| row.ipv6 == Some(a))
-        && row.flags.offline == offline
-        && params.wildcard.is_none_or(|w| row.flags.wildcard == w);
+        && row.offline == offline
+        && params.wildcard.is_none_or(|w| row.wildcard == w);
     let shown = |ipv4, ipv6| Shown {
         ipv4: if want_v4.is_some() || want_v6.is_none() {
             ipv4
@@ -439,8 +499,9 @@ async fn update_one(
         ipv6: if want_v6.is_some() { ipv6 } else { None },
     };
     if unchanged {
-        // Answered from what we just read, without a write; the last-seen
-        // time goes to the database with the next batch.
+        // Answered from what we just read (or from the fresh mirror),
+        // without a write; the last-seen time goes to the database with the
+        // next batch.
         state.seen.record(row.id);
         return Answer::Nochg(shown(row.ipv4, row.ipv6));
     }
