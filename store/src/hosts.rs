@@ -113,6 +113,21 @@ fn in_list(size: usize) -> String {
     vec!["?"; size].join(", ")
 }
 
+/// `select` (from `hosts h`) for the hosts named in `fqdns` (at most 256),
+/// the list padded to the next of [`IN_LIST_SIZES`].
+fn by_fqdn_query(
+    select: &str,
+    fqdns: &[&str],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let size = in_list_size(fqdns.len());
+    let sql = format!("{select} WHERE h.fqdn IN ({})", in_list(size));
+    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+    for i in 0..size {
+        query = query.bind(fqdns[i.min(fqdns.len() - 1)].to_owned());
+    }
+    query
+}
+
 /// The row facts a host mutation needs: ids and current state.
 struct HostKey {
     id: i64,
@@ -125,17 +140,43 @@ struct HostKey {
     offline: bool,
 }
 
-async fn host_key(conn: &mut AnyConnection, fqdn: &Name) -> Result<HostKey, StoreError> {
-    let row = sqlx::query(
+macro_rules! host_key_select {
+    () => {
         "SELECT h.id, h.zone_id, z.name, h.ipv4, h.ipv6, h.disabled, h.disabled_reason, \
-         h.wildcard, h.offline FROM hosts h JOIN zones z ON z.id = h.zone_id WHERE h.fqdn = ?",
-    )
-    .bind(fqdn.as_str())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::UnknownHost {
-        name: fqdn.to_string(),
-    })?;
+         h.wildcard, h.offline, h.fqdn FROM hosts h JOIN zones z ON z.id = h.zone_id"
+    };
+}
+
+async fn host_key(conn: &mut AnyConnection, fqdn: &Name) -> Result<HostKey, StoreError> {
+    let row = sqlx::query(concat!(host_key_select!(), " WHERE h.fqdn = ?"))
+        .bind(fqdn.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::UnknownHost {
+            name: fqdn.to_string(),
+        })?;
+    host_key_from_row(&row)
+}
+
+/// The keys of the hosts named in `fqdns` that exist, by name: one query
+/// per 256 names.
+async fn host_keys(
+    conn: &mut AnyConnection,
+    fqdns: &[&Name],
+) -> Result<HashMap<String, HostKey>, StoreError> {
+    let mut keys = HashMap::with_capacity(fqdns.len());
+    for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        let names: Vec<&str> = chunk.iter().map(|n| n.as_str()).collect();
+        let query = by_fqdn_query(host_key_select!(), &names);
+        for row in query.fetch_all(&mut *conn).await? {
+            let fqdn: String = row.try_get(9)?;
+            keys.insert(fqdn, host_key_from_row(&row)?);
+        }
+    }
+    Ok(keys)
+}
+
+fn host_key_from_row(row: &AnyRow) -> Result<HostKey, StoreError> {
     let disabled: i64 = row.try_get(5)?;
     let reason: Option<String> = row.try_get(6)?;
     Ok(HostKey {
@@ -417,16 +458,10 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let mut found = Vec::with_capacity(fqdns.len());
         for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
-            let size = in_list_size(chunk.len());
-            let sql = format!(
-                concat!(host_select!(), " WHERE h.fqdn IN ({})"),
-                in_list(size)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
-            for i in 0..size {
-                query = query.bind(chunk[i.min(chunk.len() - 1)].as_str().to_owned());
-            }
-            let rows = query.fetch_all(&mut *conn).await?;
+            let names: Vec<&str> = chunk.iter().map(Name::as_str).collect();
+            let rows = by_fqdn_query(host_select!(), &names)
+                .fetch_all(&mut *conn)
+                .await?;
             let mut hosts = rows
                 .iter()
                 .map(host_from_row)
@@ -852,6 +887,13 @@ impl Store {
     ) -> Result<UpdateResults, StoreError> {
         let at = now();
         let mut tx = self.begin_write().await?;
+        // Every named host's current state, one query per 256 names; the
+        // items then apply in order to this copy (a host named twice sees
+        // the first item's result), and each changed host's final state is
+        // written with one statement per 256 hosts.
+        let fqdns: Vec<&Name> = updates.iter().map(|u| &u.fqdn).collect();
+        let mut keys = host_keys(&mut tx, &fqdns).await?;
+        let mut written: Vec<i64> = Vec::new();
         let mut results = Vec::with_capacity(updates.len());
         let mut zone_ids: Vec<i64> = Vec::new();
         let mut changes: Vec<(String, String)> = Vec::new();
@@ -860,26 +902,45 @@ impl Store {
         let mut audits: Vec<AuditRow<'_>> = Vec::new();
         let mut seen: Vec<i64> = Vec::new();
         for update in updates {
-            let applied = match apply_host_update(&mut tx, update, at).await? {
-                Ok(applied) => applied,
+            let Some(key) = keys.get_mut(update.fqdn.as_str()) else {
+                results.push(Err(StoreError::UnknownHost {
+                    name: update.fqdn.to_string(),
+                }));
+                continue;
+            };
+            let decided = match decide_host_update(key, update)? {
+                Ok(decided) => decided,
                 Err(refused) => {
                     results.push(Err(refused));
                     continue;
                 }
             };
-            match applied.changed {
-                Some((zone_id, zone, detail)) => {
-                    if !zone_ids.contains(&zone_id) {
-                        zone_ids.push(zone_id);
-                    }
-                    changes.push((zone, update.fqdn.as_str().to_owned()));
-                    changed_items.push(results.len());
-                    audits.push((&update.actor, update.fqdn.as_str(), detail));
+            if decided.outcome.changed {
+                if !zone_ids.contains(&key.zone_id) {
+                    zone_ids.push(key.zone_id);
                 }
-                None => seen.push(applied.id),
+                if !written.contains(&key.id) {
+                    written.push(key.id);
+                }
+                changes.push((key.zone.clone(), update.fqdn.as_str().to_owned()));
+                changed_items.push(results.len());
+                audits.push((
+                    &update.actor,
+                    update.fqdn.as_str(),
+                    decided.detail(key, update),
+                ));
+                key.ipv4 = decided.ipv4;
+                key.ipv6 = decided.ipv6;
+                key.wildcard = decided.wildcard;
+                key.offline = decided.offline;
+            } else {
+                seen.push(key.id);
             }
-            results.push(Ok(applied.outcome));
+            results.push(Ok(decided.outcome));
         }
+        let by_id: HashMap<i64, &HostKey> = keys.values().map(|k| (k.id, k)).collect();
+        let rows: Vec<&HostKey> = written.iter().map(|id| by_id[id]).collect();
+        write_host_states(&mut tx, &rows, at).await?;
         let change_refs: Vec<(&str, &str, ChangeKind)> = changes
             .iter()
             .map(|(zone, name)| (zone.as_str(), name.as_str(), ChangeKind::HostChanged))
@@ -992,6 +1053,72 @@ struct AppliedUpdate {
 /// An audit row written with others in one statement: actor, target, detail.
 type AuditRow<'a> = (&'a Actor, &'a str, String);
 
+/// A host's state after one [`HostUpdate`], decided from its state before.
+struct DecidedUpdate {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    wildcard: bool,
+    offline: bool,
+    outcome: HostUpdateOutcome,
+}
+
+impl DecidedUpdate {
+    /// The audit detail: old and new state (`before` is the state the
+    /// update applied to) and the client's User-Agent.
+    fn detail(&self, before: &HostKey, update: &HostUpdate) -> String {
+        format!(
+            "ipv4={}->{} ipv6={}->{} wildcard={} offline={} agent=\"{}\"",
+            before.ipv4.as_deref().unwrap_or("-"),
+            self.ipv4.as_deref().unwrap_or("-"),
+            before.ipv6.as_deref().unwrap_or("-"),
+            self.ipv6.as_deref().unwrap_or("-"),
+            self.wildcard,
+            self.offline,
+            clean_agent(&update.user_agent),
+        )
+    }
+}
+
+/// Decides `update` against the host's state `key`. The inner `Err` is a
+/// refusal of this item alone (a disabled host); the outer one a stored
+/// address that does not parse.
+fn decide_host_update(
+    key: &HostKey,
+    update: &HostUpdate,
+) -> Result<Result<DecidedUpdate, StoreError>, StoreError> {
+    if let Some(reason) = &key.disabled {
+        return Ok(Err(StoreError::HostDisabled {
+            name: update.fqdn.to_string(),
+            reason: reason.clone(),
+        }));
+    }
+    let ipv4 = match update.ipv4 {
+        Some(a) => a.map(|a| a.to_string()),
+        None => key.ipv4.clone(),
+    };
+    let ipv6 = match update.ipv6 {
+        Some(a) => a.map(|a| a.to_string()),
+        None => key.ipv6.clone(),
+    };
+    let wildcard = update.wildcard.unwrap_or(key.wildcard);
+    let offline = update.offline.unwrap_or(key.offline);
+    let changed =
+        ipv4 != key.ipv4 || ipv6 != key.ipv6 || wildcard != key.wildcard || offline != key.offline;
+    let outcome = HostUpdateOutcome {
+        changed,
+        ipv4: parse_v4(ipv4.as_deref())?,
+        ipv6: parse_v6(ipv6.as_deref())?,
+        serial: None,
+    };
+    Ok(Ok(DecidedUpdate {
+        ipv4,
+        ipv6,
+        wildcard,
+        offline,
+        outcome,
+    }))
+}
+
 /// Reads the host and, if something changes, updates its row. The outer
 /// `Err` is a database failure; the inner one a refusal of this item alone
 /// (unknown or disabled host). Writes neither change-log nor audit rows.
@@ -1000,72 +1127,76 @@ async fn apply_host_update(
     update: &HostUpdate,
     at: i64,
 ) -> Result<Result<AppliedUpdate, StoreError>, StoreError> {
-    let key = match host_key(conn, &update.fqdn).await {
+    let mut key = match host_key(conn, &update.fqdn).await {
         Ok(key) => key,
         Err(StoreError::UnknownHost { name }) => {
             return Ok(Err(StoreError::UnknownHost { name }));
         }
         Err(e) => return Err(e),
     };
-    if let Some(reason) = key.disabled {
-        return Ok(Err(StoreError::HostDisabled {
-            name: update.fqdn.to_string(),
-            reason,
-        }));
-    }
-    let new_v4 = match update.ipv4 {
-        Some(a) => a.map(|a| a.to_string()),
-        None => key.ipv4.clone(),
+    let decided = match decide_host_update(&key, update)? {
+        Ok(decided) => decided,
+        Err(refused) => return Ok(Err(refused)),
     };
-    let new_v6 = match update.ipv6 {
-        Some(a) => a.map(|a| a.to_string()),
-        None => key.ipv6.clone(),
-    };
-    let wildcard = update.wildcard.unwrap_or(key.wildcard);
-    let offline = update.offline.unwrap_or(key.offline);
-    let changed = new_v4 != key.ipv4
-        || new_v6 != key.ipv6
-        || wildcard != key.wildcard
-        || offline != key.offline;
-    let outcome = HostUpdateOutcome {
-        changed,
-        ipv4: parse_v4(new_v4.as_deref())?,
-        ipv6: parse_v6(new_v6.as_deref())?,
-        serial: None,
-    };
-    if !changed {
+    if !decided.outcome.changed {
         return Ok(Ok(AppliedUpdate {
             id: key.id,
             changed: None,
-            outcome,
+            outcome: decided.outcome,
         }));
     }
-    sqlx::query(
-        "UPDATE hosts SET ipv4 = ?, ipv6 = ?, wildcard = ?, offline = ?, updated_at = ?, \
-         last_seen_at = ? WHERE id = ?",
-    )
-    .bind(new_v4.clone())
-    .bind(new_v6.clone())
-    .bind(i64::from(wildcard))
-    .bind(i64::from(offline))
-    .bind(at)
-    .bind(at)
-    .bind(key.id)
-    .execute(&mut *conn)
-    .await?;
-    let detail = format!(
-        "ipv4={}->{} ipv6={}->{} wildcard={wildcard} offline={offline} agent=\"{}\"",
-        key.ipv4.as_deref().unwrap_or("-"),
-        new_v4.as_deref().unwrap_or("-"),
-        key.ipv6.as_deref().unwrap_or("-"),
-        new_v6.as_deref().unwrap_or("-"),
-        clean_agent(&update.user_agent),
-    );
+    let detail = decided.detail(&key, update);
+    key.ipv4 = decided.ipv4;
+    key.ipv6 = decided.ipv6;
+    key.wildcard = decided.wildcard;
+    key.offline = decided.offline;
+    write_host_states(conn, &[&key], at).await?;
     Ok(Ok(AppliedUpdate {
         id: key.id,
         changed: Some((key.zone_id, key.zone, detail)),
-        outcome,
+        outcome: decided.outcome,
     }))
+}
+
+/// Writes the addresses and flags of `hosts` (distinct ids) as given, with
+/// `at` as their update and last-seen time: one statement per 256 hosts
+/// (`CASE id WHEN .. THEN ..`, padded like the `IN` lists).
+async fn write_host_states(
+    conn: &mut AnyConnection,
+    hosts: &[&HostKey],
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in hosts.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        let size = in_list_size(chunk.len());
+        let cases = vec!["WHEN ? THEN ?"; size].join(" ");
+        let sql = format!(
+            "UPDATE hosts SET ipv4 = CASE id {cases} END, ipv6 = CASE id {cases} END, \
+             wildcard = CASE id {cases} END, offline = CASE id {cases} END, \
+             updated_at = ?, last_seen_at = ? WHERE id IN ({})",
+            in_list(size)
+        );
+        // Padding repeats the last host: the same id with the same values.
+        let host = |i: usize| chunk[i.min(chunk.len() - 1)];
+        let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(host(i).ipv4.clone());
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(host(i).ipv6.clone());
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(i64::from(host(i).wildcard));
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(i64::from(host(i).offline));
+        }
+        query = query.bind(at).bind(at);
+        for i in 0..size {
+            query = query.bind(host(i).id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// One item of [`Store::update_hosts_isolated`]: the update with its own

@@ -2153,6 +2153,34 @@ async fn group_commit_gives_each_writer_its_serial(store: &Store) {
         .wrapping_sub(zone_serial);
     assert!((1..=(HOSTS * ROUNDS) as u32).contains(&moved), "{moved}");
     assert!(store.group_commit_batches() >= 1);
+
+    // One host twice in one batch: the second item applies to the first's
+    // result, each with its own entry and audit row.
+    let g1 = "g1.dyn.example.org";
+    let twice = store
+        .update_hosts(&[
+            address_update(g1, Ipv4Addr::new(10, 1, 1, 1)),
+            address_update(g1, Ipv4Addr::new(10, 1, 1, 2)),
+        ])
+        .await
+        .unwrap();
+    let first = twice[0].as_ref().unwrap();
+    let second = twice[1].as_ref().unwrap();
+    assert!(first.changed && second.changed);
+    assert!(first.serial.unwrap() < second.serial.unwrap());
+    let host = store.host_by_fqdn(&name(g1)).await.unwrap().unwrap();
+    assert_eq!(host.ipv4, Some(Ipv4Addr::new(10, 1, 1, 2)));
+    let audit = store.recent_audit(2).await.unwrap();
+    assert!(
+        audit[0].detail.starts_with("ipv4=10.1.1.1->10.1.1.2 "),
+        "{audit:?}"
+    );
+    assert!(
+        audit[1]
+            .detail
+            .starts_with(&format!("ipv4=10.0.1.{}->10.1.1.1 ", ROUNDS - 1)),
+        "{audit:?}"
+    );
 }
 
 /// One write of a group fails in the database (a trigger refuses it): that
