@@ -424,7 +424,9 @@ fn log_catch_up(done: CatchUp, applied: u64, took: Duration, recovering: bool) {
             read = done.read,
             changes = done.changes,
             applied,
-            "responder: caught up with the change log in {took:.2?}"
+            "responder: caught up with the change log in {took:.2?} (reading {:.2?}, publishing {:.2?})",
+            done.reading,
+            done.publishing,
         );
     }
 }

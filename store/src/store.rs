@@ -344,26 +344,27 @@ impl Store {
     /// Error: `ChangesPruned` when entries after `serial` were already
     /// pruned; the reader must then reload everything ([`Store::load_all`]).
     pub async fn changes_since(&self, serial: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        // One statement, so the entries and the prune mark come from one
+        // consistent read: a prune that removed entries we would have read
+        // is seen in the mark. No rows needs no mark: pruning always keeps
+        // the newest entry, so a reader behind the pruned range gets rows.
         let rows = sqlx::query(
-            "SELECT serial, zone, name, kind, committed_at FROM changes \
+            "SELECT serial, zone, name, kind, committed_at, \
+             (SELECT pruned_through FROM change_log_state WHERE id = 1) FROM changes \
              WHERE serial > ? ORDER BY serial LIMIT ?",
         )
         .bind(to_i64(serial)?)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        // Read after the entries: a prune that ran before them is seen here,
-        // so a reader never takes a pruned-into log for a complete one (a
-        // prune in between only causes a needless reload).
-        let row = sqlx::query("SELECT pruned_through FROM change_log_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        let pruned_through = to_u64(row.try_get(0)?)?;
-        if serial < pruned_through {
-            return Err(StoreError::ChangesPruned {
-                since: serial,
-                pruned_through,
-            });
+        if let Some(row) = rows.first() {
+            let pruned_through = to_u64(row.try_get(5)?)?;
+            if serial < pruned_through {
+                return Err(StoreError::ChangesPruned {
+                    since: serial,
+                    pruned_through,
+                });
+            }
         }
         rows.iter()
             .map(|row| {
