@@ -131,11 +131,11 @@ fn address(i: u64) -> [u8; 4] {
 /// already has (the store would then log nothing, and the "new" answer
 /// would be there before the commit).
 fn random_base() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (nanos.wrapping_mul(0x9e37_79b9) ^ u64::from(std::process::id())) & 0xff_ffff
+    use std::hash::{BuildHasher, Hasher};
+    // std's per-process random hash keys: a fresh base per run.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() & 0xff_ffff
 }
 
 /// Queries each pending sample's name until the answer carries its
