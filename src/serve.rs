@@ -37,8 +37,46 @@ const BIG_BATCH: usize = 10_000;
 
 /// Work for the snapshot writer's thread.
 enum WriterJob {
-    /// Apply a batch with one publish; the reply says how many applied.
+    /// Apply a batch with one publish (together with every job queued
+    /// behind it); the reply says how many of its changes applied.
     Apply(Vec<Change>, tokio::sync::oneshot::Sender<usize>),
+}
+
+/// A reply channel and the number of changes its job handed in.
+type JobReply = (tokio::sync::oneshot::Sender<usize>, usize);
+
+/// `first` and every job already queued behind it, as one batch of changes
+/// (in queue order) and the replies owed.
+fn drain_jobs(first: WriterJob, rx: &mpsc::Receiver<WriterJob>) -> (Vec<Change>, Vec<JobReply>) {
+    let WriterJob::Apply(mut changes, reply) = first;
+    let mut replies = vec![(reply, changes.len())];
+    while let Ok(WriterJob::Apply(more, reply)) = rx.try_recv() {
+        replies.push((reply, more.len()));
+        changes.extend(more);
+    }
+    (changes, replies)
+}
+
+/// Each job's reply with how many of its own changes applied (the report's
+/// rejections are indices into the combined batch).
+fn replies_with_counts(
+    replies: Vec<JobReply>,
+    report: &ddserver_responder::ApplyReport,
+) -> Vec<(tokio::sync::oneshot::Sender<usize>, usize)> {
+    let mut start = 0;
+    replies
+        .into_iter()
+        .map(|(reply, len)| {
+            let end = start + len;
+            let rejected = report
+                .rejected
+                .iter()
+                .filter(|(index, _)| (start..end).contains(index))
+                .count();
+            start = end;
+            (reply, len - rejected)
+        })
+        .collect()
 }
 
 /// The thread that owns the [`SnapshotWriter`]: every publish happens
@@ -63,7 +101,10 @@ impl WriterThread {
             .spawn(move || {
                 loop {
                     match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(WriterJob::Apply(changes, reply)) => {
+                        Ok(first) => {
+                            // Everything queued meanwhile goes into the same
+                            // publish: one publish per drain, never per job.
+                            let (changes, replies) = drain_jobs(first, &rx);
                             let count = changes.len();
                             let report = writer.apply(changes);
                             if count >= BIG_BATCH {
@@ -80,7 +121,9 @@ impl WriterThread {
                                     "change {index} of a batch of {count} not applied: {error}"
                                 );
                             }
-                            let _ = reply.send(report.applied);
+                            for (reply, applied) in replies_with_counts(replies, &report) {
+                                let _ = reply.send(applied);
+                            }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -566,4 +609,78 @@ async fn first_start(store: &Store) -> Result<()> {
 pub(crate) async fn export_zone(store: &Store, zone: &ddserver_store::Name) -> Result<String> {
     let (data, hosts) = feed::zone_with_hosts(store, zone).await?;
     Ok(ddserver_responder::export::master_file(&data, &hosts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use ddserver_responder::{HandlerConfig, HostData, Soa, ZoneData};
+
+    use super::*;
+
+    fn zone(name: &str) -> ZoneData {
+        ZoneData {
+            name: name.into(),
+            soa: Soa {
+                mname: "ns1.example.net".into(),
+                rname: "hostmaster.example.net".into(),
+                serial: 1,
+                refresh: 3600,
+                retry: 900,
+                expire: 604800,
+                minimum: 60,
+                ttl: 3600,
+            },
+            ns: vec!["ns1.example.net.".into()],
+            ns_ttl: 3600,
+            default_ttl: 60,
+            records: Vec::new(),
+        }
+    }
+
+    fn host(zone: &str, name: &str) -> Change {
+        Change::UpsertHost(
+            zone.into(),
+            HostData {
+                name: name.into(),
+                ipv4: Some("192.0.2.1".parse().unwrap()),
+                ..HostData::default()
+            },
+        )
+    }
+
+    /// Jobs queued while the writer was busy are applied with one publish,
+    /// in queue order, and each job learns how many of its own changes
+    /// applied.
+    #[test]
+    fn queued_jobs_share_one_publish() {
+        let (jobs, rx) = mpsc::channel();
+        let mut replies = Vec::new();
+        for batch in [
+            vec![Change::UpsertZone(zone("dyn.example.net"))],
+            vec![host("dyn.example.net", "a"), host("nope.example", "b")],
+            vec![],
+            vec![host("dyn.example.net", "c")],
+        ] {
+            let (tx, reply) = tokio::sync::oneshot::channel();
+            jobs.send(WriterJob::Apply(batch, tx)).unwrap();
+            replies.push(reply);
+        }
+        let first = rx.recv().unwrap();
+        let (changes, owed) = drain_jobs(first, &rx);
+        assert_eq!(changes.len(), 4);
+        assert!(rx.try_recv().is_err(), "the queue is drained");
+
+        let mut writer = SnapshotWriter::new(&HandlerConfig::default());
+        let report = writer.apply(changes);
+        assert_eq!(report.rejected.len(), 1, "{:?}", report.rejected);
+        for (reply, applied) in replies_with_counts(owed, &report) {
+            reply.send(applied).unwrap();
+        }
+        let counts: Vec<usize> = replies
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
+        assert_eq!(counts, vec![1, 1, 0, 1]);
+        assert_eq!(writer.current().name_count(), 3, "apex, a and c");
+    }
 }
