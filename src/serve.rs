@@ -37,8 +37,9 @@ const BIG_BATCH: usize = 10_000;
 
 /// Work for the snapshot writer's thread.
 enum WriterJob {
-    /// Apply a batch, publishing it (and whatever was staged before it)
-    /// when the flag says so; the reply says how many applied.
+    /// Apply a batch, publishing it (together with every job queued behind
+    /// it, and whatever was staged before) unless every one of them says
+    /// `Later`; the reply says how many of its changes applied.
     Apply(Vec<Change>, Publish, tokio::sync::oneshot::Sender<usize>),
 }
 
@@ -51,6 +52,50 @@ pub(crate) enum Publish {
     /// load stages (nothing is served before it ends, and a failed load
     /// ends the process), so no half-loaded state is ever published.
     Later,
+}
+
+/// A reply channel and the number of changes its job handed in.
+type JobReply = (tokio::sync::oneshot::Sender<usize>, usize);
+
+/// `first` and every job already queued behind it, as one batch of changes
+/// (in queue order), the replies owed, and whether to publish (any job
+/// asking for it).
+fn drain_jobs(
+    first: WriterJob,
+    rx: &mpsc::Receiver<WriterJob>,
+) -> (Vec<Change>, Vec<JobReply>, Publish) {
+    let WriterJob::Apply(mut changes, mut publish, reply) = first;
+    let mut replies = vec![(reply, changes.len())];
+    while let Ok(WriterJob::Apply(more, also, reply)) = rx.try_recv() {
+        replies.push((reply, more.len()));
+        changes.extend(more);
+        if also == Publish::Now {
+            publish = Publish::Now;
+        }
+    }
+    (changes, replies, publish)
+}
+
+/// Each job's reply with how many of its own changes applied (the report's
+/// rejections are indices into the combined batch).
+fn replies_with_counts(
+    replies: Vec<JobReply>,
+    report: &ddserver_responder::ApplyReport,
+) -> Vec<(tokio::sync::oneshot::Sender<usize>, usize)> {
+    let mut start = 0;
+    replies
+        .into_iter()
+        .map(|(reply, len)| {
+            let end = start + len;
+            let rejected = report
+                .rejected
+                .iter()
+                .filter(|(index, _)| (start..end).contains(index))
+                .count();
+            start = end;
+            (reply, len - rejected)
+        })
+        .collect()
 }
 
 /// The thread that owns the [`SnapshotWriter`]: every publish happens
@@ -77,7 +122,10 @@ impl WriterThread {
                 let mut staged = 0;
                 loop {
                     match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(WriterJob::Apply(changes, publish, reply)) => {
+                        Ok(first) => {
+                            // Everything queued meanwhile goes into the same
+                            // publish: one publish per drain, never per job.
+                            let (changes, replies, publish) = drain_jobs(first, &rx);
                             let count = changes.len();
                             let report = writer.stage(changes);
                             staged += count;
@@ -101,7 +149,9 @@ impl WriterThread {
                                     "change {index} of a batch of {count} not applied: {error}"
                                 );
                             }
-                            let _ = reply.send(report.applied);
+                            for (reply, applied) in replies_with_counts(replies, &report) {
+                                let _ = reply.send(applied);
+                            }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -452,7 +502,9 @@ fn log_catch_up(done: CatchUp, applied: u64, took: Duration, recovering: bool) {
             read = done.read,
             changes = done.changes,
             applied,
-            "responder: caught up with the change log in {took:.2?}"
+            "responder: caught up with the change log in {took:.2?} (reading {:.2?}, publishing {:.2?})",
+            done.reading,
+            done.publishing,
         );
     }
 }
@@ -592,4 +644,85 @@ async fn first_start(store: &Store) -> Result<()> {
 pub(crate) async fn export_zone(store: &Store, zone: &ddserver_store::Name) -> Result<String> {
     let (data, hosts) = feed::zone_with_hosts(store, zone).await?;
     Ok(ddserver_responder::export::master_file(&data, &hosts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use ddserver_responder::{HandlerConfig, HostData, Soa, ZoneData};
+
+    use super::*;
+
+    fn zone(name: &str) -> ZoneData {
+        ZoneData {
+            name: name.into(),
+            soa: Soa {
+                mname: "ns1.example.net".into(),
+                rname: "hostmaster.example.net".into(),
+                serial: 1,
+                refresh: 3600,
+                retry: 900,
+                expire: 604800,
+                minimum: 60,
+                ttl: 3600,
+            },
+            ns: vec!["ns1.example.net.".into()],
+            ns_ttl: 3600,
+            default_ttl: 60,
+            records: Vec::new(),
+        }
+    }
+
+    fn host(zone: &str, name: &str) -> Change {
+        Change::UpsertHost(
+            zone.into(),
+            HostData {
+                name: name.into(),
+                ipv4: Some("192.0.2.1".parse().unwrap()),
+                ..HostData::default()
+            },
+        )
+    }
+
+    /// Jobs queued while the writer was busy are applied with one publish,
+    /// in queue order, and each job learns how many of its own changes
+    /// applied.
+    #[test]
+    fn queued_jobs_share_one_publish() {
+        let (jobs, rx) = mpsc::channel();
+        let mut replies = Vec::new();
+        for (batch, publish) in [
+            (
+                vec![Change::UpsertZone(zone("dyn.example.net"))],
+                Publish::Later,
+            ),
+            (
+                vec![host("dyn.example.net", "a"), host("nope.example", "b")],
+                Publish::Now,
+            ),
+            (vec![], Publish::Later),
+            (vec![host("dyn.example.net", "c")], Publish::Later),
+        ] {
+            let (tx, reply) = tokio::sync::oneshot::channel();
+            jobs.send(WriterJob::Apply(batch, publish, tx)).unwrap();
+            replies.push(reply);
+        }
+        let first = rx.recv().unwrap();
+        let (changes, owed, publish) = drain_jobs(first, &rx);
+        assert_eq!(changes.len(), 4);
+        assert_eq!(publish, Publish::Now, "one job asked for a publish");
+        assert!(rx.try_recv().is_err(), "the queue is drained");
+
+        let mut writer = SnapshotWriter::new(&HandlerConfig::default());
+        let report = writer.apply(changes);
+        assert_eq!(report.rejected.len(), 1, "{:?}", report.rejected);
+        for (reply, applied) in replies_with_counts(owed, &report) {
+            reply.send(applied).unwrap();
+        }
+        let counts: Vec<usize> = replies
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
+        assert_eq!(counts, vec![1, 1, 0, 1]);
+        assert_eq!(writer.current().name_count(), 3, "apex, a and c");
+    }
 }

@@ -149,6 +149,30 @@ pub enum StoreError {
 /// the public API.
 pub struct DatabaseError(Box<dyn std::error::Error + Send + Sync>);
 
+impl DatabaseError {
+    /// A failure known only by its text: one copy per caller of an error
+    /// that failed a whole group of them.
+    pub(crate) fn described(text: String) -> DatabaseError {
+        DatabaseError(text.into())
+    }
+}
+
+impl StoreError {
+    /// Whether the database refused a statement (a constraint, a trigger,
+    /// a deadlock) while the connection itself worked: retrying the other
+    /// statements of a group may then succeed. Unreachable databases, pool
+    /// timeouts and I/O errors are not statement failures.
+    pub fn is_statement_failure(&self) -> bool {
+        match self {
+            StoreError::Database(DatabaseError(inner)) => matches!(
+                inner.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Database(_))
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Debug for DatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

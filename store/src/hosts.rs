@@ -17,7 +17,7 @@ use crate::error::{StoreError, UniqueKey, unique_violation};
 use crate::model::{Actor, ChangeKind, Host, HostFilter, HostFlags, NewHost, UserState};
 use crate::name::Name;
 use crate::secret::{self, StoredSecret};
-use crate::store::{Store, audit, corrupt, log_changes, now, to_u32};
+use crate::store::{Store, WriteTx, audit, corrupt, log_changes, multi_row_insert, now, to_u32};
 use crate::users::normalize_user_name;
 use crate::zones::fetch_zone_for;
 
@@ -113,6 +113,21 @@ fn in_list(size: usize) -> String {
     vec!["?"; size].join(", ")
 }
 
+/// `select` (from `hosts h`) for the hosts named in `fqdns` (at most 256),
+/// the list padded to the next of [`IN_LIST_SIZES`].
+fn by_fqdn_query(
+    select: &str,
+    fqdns: &[&str],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let size = in_list_size(fqdns.len());
+    let sql = format!("{select} WHERE h.fqdn IN ({})", in_list(size));
+    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+    for i in 0..size {
+        query = query.bind(fqdns[i.min(fqdns.len() - 1)].to_owned());
+    }
+    query
+}
+
 /// The rows of `select` (a SELECT over `hosts h` without WHERE) for the
 /// names in `chunk` (at most the largest IN-list size), in one query.
 async fn rows_by_fqdn(
@@ -120,16 +135,11 @@ async fn rows_by_fqdn(
     select: &str,
     chunk: &[Name],
 ) -> Result<Vec<AnyRow>, StoreError> {
-    let Some(last) = chunk.last() else {
+    if chunk.is_empty() {
         return Ok(Vec::new());
-    };
-    let size = in_list_size(chunk.len());
-    let sql = format!("{select} WHERE h.fqdn IN ({})", in_list(size));
-    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
-    for i in 0..size {
-        query = query.bind(chunk.get(i).unwrap_or(last).as_str().to_owned());
     }
-    Ok(query.fetch_all(&mut *conn).await?)
+    let names: Vec<&str> = chunk.iter().map(Name::as_str).collect();
+    Ok(by_fqdn_query(select, &names).fetch_all(&mut *conn).await?)
 }
 
 /// The row facts a host mutation needs: ids and current state.
@@ -140,19 +150,47 @@ struct HostKey {
     ipv4: Option<String>,
     ipv6: Option<String>,
     disabled: Option<String>,
+    wildcard: bool,
+    offline: bool,
+}
+
+macro_rules! host_key_select {
+    () => {
+        "SELECT h.id, h.zone_id, z.name, h.ipv4, h.ipv6, h.disabled, h.disabled_reason, \
+         h.wildcard, h.offline, h.fqdn FROM hosts h JOIN zones z ON z.id = h.zone_id"
+    };
 }
 
 async fn host_key(conn: &mut AnyConnection, fqdn: &Name) -> Result<HostKey, StoreError> {
-    let row = sqlx::query(
-        "SELECT h.id, h.zone_id, z.name, h.ipv4, h.ipv6, h.disabled, h.disabled_reason \
-         FROM hosts h JOIN zones z ON z.id = h.zone_id WHERE h.fqdn = ?",
-    )
-    .bind(fqdn.as_str())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::UnknownHost {
-        name: fqdn.to_string(),
-    })?;
+    let row = sqlx::query(concat!(host_key_select!(), " WHERE h.fqdn = ?"))
+        .bind(fqdn.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::UnknownHost {
+            name: fqdn.to_string(),
+        })?;
+    host_key_from_row(&row)
+}
+
+/// The keys of the hosts named in `fqdns` that exist, by name: one query
+/// per 256 names.
+async fn host_keys(
+    conn: &mut AnyConnection,
+    fqdns: &[&Name],
+) -> Result<HashMap<String, HostKey>, StoreError> {
+    let mut keys = HashMap::with_capacity(fqdns.len());
+    for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        let names: Vec<&str> = chunk.iter().map(|n| n.as_str()).collect();
+        let query = by_fqdn_query(host_key_select!(), &names);
+        for row in query.fetch_all(&mut *conn).await? {
+            let fqdn: String = row.try_get(9)?;
+            keys.insert(fqdn, host_key_from_row(&row)?);
+        }
+    }
+    Ok(keys)
+}
+
+fn host_key_from_row(row: &AnyRow) -> Result<HostKey, StoreError> {
     let disabled: i64 = row.try_get(5)?;
     let reason: Option<String> = row.try_get(6)?;
     Ok(HostKey {
@@ -162,6 +200,8 @@ async fn host_key(conn: &mut AnyConnection, fqdn: &Name) -> Result<HostKey, Stor
         ipv4: row.try_get(3)?,
         ipv6: row.try_get(4)?,
         disabled: (disabled != 0).then(|| reason.unwrap_or_default()),
+        wildcard: row.try_get::<i64, _>(7)? != 0,
+        offline: row.try_get::<i64, _>(8)? != 0,
     })
 }
 
@@ -758,6 +798,9 @@ pub struct HostUpdate {
     pub user_agent: String,
 }
 
+/// Each item's result of a batch of [`HostUpdate`]s.
+type UpdateResults = Vec<Result<HostUpdateOutcome, StoreError>>;
+
 /// The result of one [`HostUpdate`] that committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostUpdateOutcome {
@@ -767,6 +810,8 @@ pub struct HostUpdateOutcome {
     pub ipv4: Option<Ipv4Addr>,
     /// IPv6 address as now stored.
     pub ipv6: Option<Ipv6Addr>,
+    /// The serial of its change-log entry when `changed`.
+    pub serial: Option<u64>,
 }
 
 /// Audit details keep at most this many characters of a User-Agent.
@@ -870,113 +915,153 @@ impl Store {
 
     /// Applies many hosts' updates in one write transaction (group commit:
     /// one fsync for the whole batch). Items that cannot apply (unknown or
-    /// disabled host) get their own error and are skipped; a database
-    /// failure fails the whole batch, and then nothing of it committed.
-    /// Every item that changes something writes its change-log entry and an
-    /// audit row with old and new addresses and the client's User-Agent;
-    /// items that change nothing only record the time they were seen.
-    pub async fn update_hosts(
+    /// disabled host) get their own error and are skipped. Every item that
+    /// changes something writes its change-log entry (its serial is in the
+    /// outcome) and an audit row with old and new addresses and the
+    /// client's User-Agent; items that change nothing only record the time
+    /// they were seen.
+    ///
+    /// A statement the database refuses for one item fails that item
+    /// alone: the batch is then written again with one savepoint per item
+    /// (see [`StoreError::is_statement_failure`]). `Err` means the
+    /// transaction failed (the database is unreachable, the commit
+    /// failed): then nothing of the batch committed.
+    ///
+    /// Concurrent callers with one update each should use
+    /// [`Store::update_host`], which groups them into such batches.
+    pub async fn update_hosts(&self, updates: &[HostUpdate]) -> Result<UpdateResults, StoreError> {
+        match self.update_hosts_grouped(updates).await {
+            Err(e) if updates.len() > 1 && e.is_statement_failure() => {
+                tracing::debug!(
+                    updates = updates.len(),
+                    "store: a grouped host update failed ({e}); writing each in a savepoint"
+                );
+                self.update_hosts_isolated(updates).await
+            }
+            done => done,
+        }
+    }
+
+    /// The fast path of [`Store::update_hosts`]: no savepoints, and any
+    /// database failure fails the whole batch.
+    async fn update_hosts_grouped(
         &self,
         updates: &[HostUpdate],
-    ) -> Result<Vec<Result<HostUpdateOutcome, StoreError>>, StoreError> {
+    ) -> Result<UpdateResults, StoreError> {
         let at = now();
         let mut tx = self.begin_write().await?;
+        // Every named host's current state, one query per 256 names; the
+        // items then apply in order to this copy (a host named twice sees
+        // the first item's result), and each changed host's final state is
+        // written with one statement per 256 hosts.
+        let fqdns: Vec<&Name> = updates.iter().map(|u| &u.fqdn).collect();
+        let mut keys = host_keys(&mut tx, &fqdns).await?;
+        let mut written: Vec<i64> = Vec::new();
         let mut results = Vec::with_capacity(updates.len());
         let mut zone_ids: Vec<i64> = Vec::new();
         let mut changes: Vec<(String, String)> = Vec::new();
+        // Which result each change-log entry belongs to.
+        let mut changed_items: Vec<usize> = Vec::new();
+        let mut audits: Vec<AuditRow<'_>> = Vec::new();
         let mut seen: Vec<i64> = Vec::new();
         for update in updates {
-            let key = match host_key(&mut tx, &update.fqdn).await {
-                Ok(key) => key,
-                Err(StoreError::UnknownHost { name }) => {
-                    results.push(Err(StoreError::UnknownHost { name }));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(reason) = key.disabled {
-                results.push(Err(StoreError::HostDisabled {
+            let Some(key) = keys.get_mut(update.fqdn.as_str()) else {
+                results.push(Err(StoreError::UnknownHost {
                     name: update.fqdn.to_string(),
-                    reason,
                 }));
                 continue;
-            }
-            let flags = sqlx::query("SELECT wildcard, offline FROM hosts WHERE id = ?")
-                .bind(key.id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let old_wildcard = flags.try_get::<i64, _>(0)? != 0;
-            let old_offline = flags.try_get::<i64, _>(1)? != 0;
-            let new_v4 = match update.ipv4 {
-                Some(a) => a.map(|a| a.to_string()),
-                None => key.ipv4.clone(),
             };
-            let new_v6 = match update.ipv6 {
-                Some(a) => a.map(|a| a.to_string()),
-                None => key.ipv6.clone(),
+            let decided = match decide_host_update(key, update)? {
+                Ok(decided) => decided,
+                Err(refused) => {
+                    results.push(Err(refused));
+                    continue;
+                }
             };
-            let wildcard = update.wildcard.unwrap_or(old_wildcard);
-            let offline = update.offline.unwrap_or(old_offline);
-            let changed = new_v4 != key.ipv4
-                || new_v6 != key.ipv6
-                || wildcard != old_wildcard
-                || offline != old_offline;
-            if changed {
-                sqlx::query(
-                    "UPDATE hosts SET ipv4 = ?, ipv6 = ?, wildcard = ?, offline = ?, updated_at = ?, \
-                     last_seen_at = ? WHERE id = ?",
-                )
-                .bind(new_v4.clone())
-                .bind(new_v6.clone())
-                .bind(i64::from(wildcard))
-                .bind(i64::from(offline))
-                .bind(at)
-                .bind(at)
-                .bind(key.id)
-                .execute(&mut *tx)
-                .await?;
+            if decided.outcome.changed {
                 if !zone_ids.contains(&key.zone_id) {
                     zone_ids.push(key.zone_id);
                 }
+                if !written.contains(&key.id) {
+                    written.push(key.id);
+                }
                 changes.push((key.zone.clone(), update.fqdn.as_str().to_owned()));
-                let detail = format!(
-                    "ipv4={}->{} ipv6={}->{} wildcard={wildcard} offline={offline} agent=\"{}\"",
-                    key.ipv4.as_deref().unwrap_or("-"),
-                    new_v4.as_deref().unwrap_or("-"),
-                    key.ipv6.as_deref().unwrap_or("-"),
-                    new_v6.as_deref().unwrap_or("-"),
-                    clean_agent(&update.user_agent),
-                );
-                audit(
-                    &mut tx,
+                changed_items.push(results.len());
+                audits.push((
                     &update.actor,
-                    "host.update",
                     update.fqdn.as_str(),
-                    &detail,
-                    at,
-                )
-                .await?;
+                    decided.detail(key, update),
+                ));
+                key.ipv4 = decided.ipv4;
+                key.ipv6 = decided.ipv6;
+                key.wildcard = decided.wildcard;
+                key.offline = decided.offline;
             } else {
                 seen.push(key.id);
             }
-            results.push(Ok(HostUpdateOutcome {
-                changed,
-                ipv4: parse_v4(new_v4.as_deref())?,
-                ipv6: parse_v6(new_v6.as_deref())?,
-            }));
+            results.push(Ok(decided.outcome));
         }
+        let by_id: HashMap<i64, &HostKey> = keys.values().map(|k| (k.id, k)).collect();
+        let rows: Vec<&HostKey> = written.iter().map(|id| by_id[id]).collect();
+        write_host_states(&mut tx, &rows, at).await?;
         let change_refs: Vec<(&str, &str, ChangeKind)> = changes
             .iter()
             .map(|(zone, name)| (zone.as_str(), name.as_str(), ChangeKind::HostChanged))
             .collect();
         if !change_refs.is_empty() {
-            log_changes(&mut tx, &zone_ids, &change_refs, at).await?;
+            let serials = log_changes(&mut tx, &zone_ids, &change_refs, at).await?;
+            for (&item, serial) in changed_items.iter().zip(serials) {
+                if let Some(Ok(outcome)) = results.get_mut(item) {
+                    outcome.serial = Some(serial);
+                }
+            }
         }
+        audit_many(&mut tx, "host.update", &audits, at).await?;
         touch_seen(&mut tx, &seen, at).await?;
         tx.commit().await?;
         Ok(results)
     }
 
+    /// The slow path of [`Store::update_hosts`], after the grouped
+    /// transaction failed on a statement: each item runs inside its own
+    /// savepoint with its own change-log entry, so an item whose statements
+    /// fail is rolled back alone and gets that error while the others
+    /// commit. `Err` only when the transaction itself failed (then nothing
+    /// committed).
+    async fn update_hosts_isolated(
+        &self,
+        updates: &[HostUpdate],
+    ) -> Result<UpdateResults, StoreError> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        let mut results = Vec::with_capacity(updates.len());
+        for update in updates {
+            sqlx::query("SAVEPOINT host_update")
+                .execute(&mut *tx)
+                .await?;
+            let mark = tx.written_len();
+            match isolated_host_update(&mut tx, update, at).await {
+                Ok(result) => {
+                    sqlx::query("RELEASE SAVEPOINT host_update")
+                        .execute(&mut *tx)
+                        .await?;
+                    results.push(result);
+                }
+                Err(failed) => {
+                    // If the rollback itself fails the transaction is gone
+                    // (MySQL rolls back a whole transaction on deadlock):
+                    // then nothing commits, and the caller fails them all.
+                    sqlx::query("ROLLBACK TO SAVEPOINT host_update")
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.forget_written(mark);
+                    results.push(Err(failed));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
     /// Records that these hosts were seen at `at` (unix seconds), in one
     /// statement per chunk, without a change-log entry: unchanged updates
     /// (`nochg`) are answered from memory and their times written here in
@@ -1012,6 +1097,230 @@ async fn touch_seen(conn: &mut AnyConnection, host_ids: &[i64], at: i64) -> Resu
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(at);
         for id in chunk {
             query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// What one applied [`HostUpdate`] did inside the batch's transaction.
+struct AppliedUpdate {
+    /// The host's id.
+    id: i64,
+    /// `Some((zone id, zone name, audit detail))` when something
+    /// DNS-visible changed and the row was updated; `None` when nothing did.
+    changed: Option<(i64, String, String)>,
+    outcome: HostUpdateOutcome,
+}
+
+/// An audit row written with others in one statement: actor, target, detail.
+type AuditRow<'a> = (&'a Actor, &'a str, String);
+
+/// A host's state after one [`HostUpdate`], decided from its state before.
+struct DecidedUpdate {
+    ipv4: Option<String>,
+    ipv6: Option<String>,
+    wildcard: bool,
+    offline: bool,
+    outcome: HostUpdateOutcome,
+}
+
+impl DecidedUpdate {
+    /// The audit detail: old and new state (`before` is the state the
+    /// update applied to) and the client's User-Agent.
+    fn detail(&self, before: &HostKey, update: &HostUpdate) -> String {
+        format!(
+            "ipv4={}->{} ipv6={}->{} wildcard={} offline={} agent=\"{}\"",
+            before.ipv4.as_deref().unwrap_or("-"),
+            self.ipv4.as_deref().unwrap_or("-"),
+            before.ipv6.as_deref().unwrap_or("-"),
+            self.ipv6.as_deref().unwrap_or("-"),
+            self.wildcard,
+            self.offline,
+            clean_agent(&update.user_agent),
+        )
+    }
+}
+
+/// Decides `update` against the host's state `key`. The inner `Err` is a
+/// refusal of this item alone (a disabled host); the outer one a stored
+/// address that does not parse.
+fn decide_host_update(
+    key: &HostKey,
+    update: &HostUpdate,
+) -> Result<Result<DecidedUpdate, StoreError>, StoreError> {
+    if let Some(reason) = &key.disabled {
+        return Ok(Err(StoreError::HostDisabled {
+            name: update.fqdn.to_string(),
+            reason: reason.clone(),
+        }));
+    }
+    let ipv4 = match update.ipv4 {
+        Some(a) => a.map(|a| a.to_string()),
+        None => key.ipv4.clone(),
+    };
+    let ipv6 = match update.ipv6 {
+        Some(a) => a.map(|a| a.to_string()),
+        None => key.ipv6.clone(),
+    };
+    let wildcard = update.wildcard.unwrap_or(key.wildcard);
+    let offline = update.offline.unwrap_or(key.offline);
+    let changed =
+        ipv4 != key.ipv4 || ipv6 != key.ipv6 || wildcard != key.wildcard || offline != key.offline;
+    let outcome = HostUpdateOutcome {
+        changed,
+        ipv4: parse_v4(ipv4.as_deref())?,
+        ipv6: parse_v6(ipv6.as_deref())?,
+        serial: None,
+    };
+    Ok(Ok(DecidedUpdate {
+        ipv4,
+        ipv6,
+        wildcard,
+        offline,
+        outcome,
+    }))
+}
+
+/// Reads the host and, if something changes, updates its row. The outer
+/// `Err` is a database failure; the inner one a refusal of this item alone
+/// (unknown or disabled host). Writes neither change-log nor audit rows.
+async fn apply_host_update(
+    conn: &mut AnyConnection,
+    update: &HostUpdate,
+    at: i64,
+) -> Result<Result<AppliedUpdate, StoreError>, StoreError> {
+    let mut key = match host_key(conn, &update.fqdn).await {
+        Ok(key) => key,
+        Err(StoreError::UnknownHost { name }) => {
+            return Ok(Err(StoreError::UnknownHost { name }));
+        }
+        Err(e) => return Err(e),
+    };
+    let decided = match decide_host_update(&key, update)? {
+        Ok(decided) => decided,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    if !decided.outcome.changed {
+        return Ok(Ok(AppliedUpdate {
+            id: key.id,
+            changed: None,
+            outcome: decided.outcome,
+        }));
+    }
+    let detail = decided.detail(&key, update);
+    key.ipv4 = decided.ipv4;
+    key.ipv6 = decided.ipv6;
+    key.wildcard = decided.wildcard;
+    key.offline = decided.offline;
+    write_host_states(conn, &[&key], at).await?;
+    Ok(Ok(AppliedUpdate {
+        id: key.id,
+        changed: Some((key.zone_id, key.zone, detail)),
+        outcome: decided.outcome,
+    }))
+}
+
+/// Writes the addresses and flags of `hosts` (distinct ids) as given, with
+/// `at` as their update and last-seen time: one statement per 256 hosts
+/// (`CASE id WHEN .. THEN ..`, padded like the `IN` lists).
+async fn write_host_states(
+    conn: &mut AnyConnection,
+    hosts: &[&HostKey],
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in hosts.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        let size = in_list_size(chunk.len());
+        let cases = vec!["WHEN ? THEN ?"; size].join(" ");
+        let sql = format!(
+            "UPDATE hosts SET ipv4 = CASE id {cases} END, ipv6 = CASE id {cases} END, \
+             wildcard = CASE id {cases} END, offline = CASE id {cases} END, \
+             updated_at = ?, last_seen_at = ? WHERE id IN ({})",
+            in_list(size)
+        );
+        // Padding repeats the last host: the same id with the same values.
+        let host = |i: usize| chunk[i.min(chunk.len() - 1)];
+        let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(host(i).ipv4.clone());
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(host(i).ipv6.clone());
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(i64::from(host(i).wildcard));
+        }
+        for i in 0..size {
+            query = query.bind(host(i).id).bind(i64::from(host(i).offline));
+        }
+        query = query.bind(at).bind(at);
+        for i in 0..size {
+            query = query.bind(host(i).id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// One item of [`Store::update_hosts_isolated`]: the update with its own
+/// change-log entry, audit row or last-seen time. `Err` is a database
+/// failure of this item (its savepoint is rolled back); `Ok(Err)` a refusal.
+async fn isolated_host_update(
+    tx: &mut WriteTx,
+    update: &HostUpdate,
+    at: i64,
+) -> Result<Result<HostUpdateOutcome, StoreError>, StoreError> {
+    let applied = match apply_host_update(tx, update, at).await? {
+        Ok(applied) => applied,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut outcome = applied.outcome;
+    match applied.changed {
+        Some((zone_id, zone, detail)) => {
+            let entry = [(zone.as_str(), update.fqdn.as_str(), ChangeKind::HostChanged)];
+            let serials = log_changes(tx, &[zone_id], &entry, at).await?;
+            outcome.serial = serials.first().copied();
+            audit(
+                tx,
+                &update.actor,
+                "host.update",
+                update.fqdn.as_str(),
+                &detail,
+                at,
+            )
+            .await?;
+        }
+        None => touch_seen(tx, &[applied.id], at).await?,
+    }
+    Ok(Ok(outcome))
+}
+
+/// Audit rows per multi-row insert.
+const AUDIT_ROWS_PER_INSERT: usize = 200;
+
+/// Writes `rows` (actor, target, detail) with the same `action` and time,
+/// a few hundred per statement.
+async fn audit_many(
+    conn: &mut AnyConnection,
+    action: &str,
+    rows: &[AuditRow<'_>],
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+        let sql = multi_row_insert(
+            "INSERT INTO audit (at, actor, action, target, detail, address) VALUES ",
+            6,
+            chunk.len(),
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (actor, target, detail) in chunk {
+            query = query
+                .bind(at)
+                .bind(actor.name.clone())
+                .bind(action.to_owned())
+                .bind((*target).to_owned())
+                .bind(detail.clone())
+                .bind(actor.address.map(|a| a.to_string()));
         }
         query.execute(&mut *conn).await?;
     }

@@ -12,6 +12,8 @@
 //! - `store`: the `Store` handle, write transactions, change and audit log,
 //!   the full load; `users`, `zones`, `hosts`: the operations on each table
 //!   family, as `impl Store` blocks; `secret`: argon2id off the async threads.
+//! - `group`: the group commit of concurrent single host updates
+//!   ([`Store::update_host`]).
 //! - [`feed`] holds the feed's versioned wire format; `announce` sends each
 //!   commit's change-log entries to in-process subscribers and to responder
 //!   control sockets after the commit.
@@ -24,6 +26,7 @@ mod announce;
 mod bulk;
 pub mod error;
 pub mod feed;
+mod group;
 mod hosts;
 pub mod model;
 pub mod name;

@@ -19,6 +19,7 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::announce::{Announcer, PushOptions, PushStats};
 use crate::error::StoreError;
+use crate::group::GroupCommit;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
 use crate::name::Name;
 
@@ -54,6 +55,17 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl WriteTx {
+    /// How many change-log entries this transaction wrote so far.
+    pub(crate) fn written_len(&self) -> usize {
+        self.written.len()
+    }
+
+    /// Forgets the entries written after the first `len`, after a rollback
+    /// to a savepoint undid them: they must not be announced.
+    pub(crate) fn forget_written(&mut self, len: usize) {
+        self.written.truncate(len);
+    }
+
     /// Commits, then announces what was written (never blocking).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
@@ -78,6 +90,7 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
     announcer: Arc<Announcer>,
+    pub(crate) group: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,6 +218,7 @@ impl Store {
                 pool,
                 backend: Backend::Sqlite,
                 announcer: Arc::new(Announcer::new()),
+                group: Arc::default(),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -227,6 +241,7 @@ impl Store {
                 pool,
                 backend: Backend::MySql,
                 announcer: Arc::new(Announcer::new()),
+                group: Arc::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -477,12 +492,15 @@ impl Store {
 /// (`begin_write`) and `auto_increment_increment` is 1. The announcement is
 /// only a hint to responders, which re-read the log, so a deployment that
 /// breaks this assumption loses latency, not data.
+///
+/// Returns the serials of `changes`, in order.
 pub(crate) async fn log_changes(
     tx: &mut WriteTx,
     zone_ids: &[i64],
     changes: &[(&str, &str, ChangeKind)],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Vec<u64>, StoreError> {
+    let mut serials = Vec::with_capacity(changes.len());
     for &zone_id in zone_ids {
         // RFC 1982 serial arithmetic: add one modulo 2^32.
         sqlx::query(
@@ -520,11 +538,13 @@ pub(crate) async fn log_changes(
             }
         };
         for (i, (zone, name, kind)) in chunk.iter().enumerate() {
+            let serial = to_u64(first + i as i64)?;
+            serials.push(serial);
             // Names the store just validated and wrote; parse cannot fail,
             // but an announcement is optional, so skip rather than fail.
             if let (Ok(zone), Ok(name)) = (Name::parse(zone), Name::parse(name)) {
                 tx.written.push(Change {
-                    serial: to_u64(first + i as i64)?,
+                    serial,
                     zone,
                     name,
                     kind: *kind,
@@ -533,7 +553,7 @@ pub(crate) async fn log_changes(
             }
         }
     }
-    Ok(())
+    Ok(serials)
 }
 
 const CHANGE_ROWS_PER_INSERT: usize = 500;

@@ -157,7 +157,6 @@ pub(crate) struct State {
     pub(crate) failures_by_host: limit::Limiter<Name>,
     pub(crate) updates_by_host: limit::Limiter<Name>,
     pub(crate) metrics: Arc<metrics::Metrics>,
-    pub(crate) committer: commit::Committer,
     pub(crate) seen: Arc<commit::Seen>,
     pub(crate) mirror: Arc<mirror::Mirror>,
 }
@@ -173,7 +172,6 @@ pub struct Updater {
     stop: watch::Sender<bool>,
     acceptors: Vec<tokio::task::JoinHandle<()>>,
     graceful: Arc<GracefulShutdown>,
-    committer: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
     mirror: tokio::task::JoinHandle<()>,
 }
@@ -207,7 +205,6 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         listeners.push((listener, local, secure));
     }
     let metrics = Arc::new(metrics::Metrics::default());
-    let (committer, committer_task) = commit::Committer::start(store.clone(), metrics.clone());
     let seen = Arc::new(commit::Seen::default());
     let (stop, stopped) = watch::channel(false);
     let flusher =
@@ -222,7 +219,6 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         failures_by_host: limit::Limiter::new(config.failures_per_host, MAX_LIMITER_KEYS),
         updates_by_host: limit::Limiter::new(config.changes_per_host, MAX_LIMITER_KEYS),
         metrics,
-        committer,
         seen,
         mirror,
         store,
@@ -256,7 +252,6 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         stop,
         acceptors,
         graceful,
-        committer: committer_task,
         flusher,
         mirror: mirror_task,
     })
@@ -339,8 +334,8 @@ impl Updater {
         &self.https
     }
 
-    /// Stops accepting, lets open requests finish (at most `grace`), writes
-    /// the queued commits and last-seen times, and returns.
+    /// Stops accepting, lets open requests finish (at most `grace`; each
+    /// waits for its own commit), writes the last-seen times, and returns.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         for acceptor in self.acceptors {
@@ -354,9 +349,6 @@ impl Updater {
         {
             tracing::warn!("updater: connections still open after {grace:?}; closing them");
         }
-        // The acceptors and connections held the last handles to the
-        // committer; it ends after the queued batch.
-        let _ = tokio::time::timeout(grace, self.committer).await;
         let _ = self.flusher.await;
         let _ = self.mirror.await;
     }

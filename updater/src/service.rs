@@ -22,7 +22,6 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::State;
 use crate::auth::{self, Credentials};
-use crate::commit::CommitError;
 use crate::limit::address_key;
 use crate::mirror::{self, MirroredHost};
 use crate::protocol::{self, Answer, MAX_HOSTS, Params, Shown};
@@ -86,6 +85,10 @@ pub(crate) async fn handle(
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
+            state
+                .metrics
+                .commit_batches
+                .store(state.store.group_commit_batches(), Ordering::Relaxed);
             let mut response = text(StatusCode::OK, state.metrics.render(&state.mirror));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -517,11 +520,16 @@ async fn update_one(
         actor: actor.clone(),
         user_agent: agent.to_owned(),
     };
-    match state.committer.commit(update).await {
+    // Grouped with concurrent requests' updates into one transaction.
+    match state.store.update_host(update).await {
         Ok(done) if done.changed => Answer::Good(shown(done.ipv4, done.ipv6)),
         Ok(done) => Answer::Nochg(shown(done.ipv4, done.ipv6)),
-        Err(CommitError::UnknownHost) => Answer::Nohost,
-        Err(CommitError::Disabled) => Answer::Abuse(None),
-        Err(CommitError::Unavailable | CommitError::Stopped) => Answer::ServerError,
+        // The host vanished or was disabled between authentication and commit.
+        Err(StoreError::UnknownHost { .. }) => Answer::Nohost,
+        Err(StoreError::HostDisabled { .. }) => Answer::Abuse(None),
+        Err(e) => {
+            tracing::error!(host = %row.fqdn, "updater: committing a host update failed: {e}");
+            Answer::ServerError
+        }
     }
 }

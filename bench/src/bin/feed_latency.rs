@@ -14,11 +14,23 @@
 //! the changes/s achieved, the samples, median, p99 and max delay, and the
 //! samples never answered within one second. Never used by the server.
 //!
-//! `--group N` (N > 1) measures the responder rather than the store's
-//! one-transaction-per-change commit rate: each transaction updates N hosts
-//! and writes their N change-log entries with plain SQL (what an updater
-//! with group commit would do), then a `Heartbeat` frame with the new
-//! serial goes to the control socket.
+//! Writers (`--writers N` tokio tasks, each one change at a time, like
+//! concurrent update requests) commit through the store:
+//! - `--api grouped` (default): `Store::update_host`, the updater's path,
+//!   which groups concurrent writers' changes into one transaction;
+//! - `--api single`: `Store::update_host_addresses`, one transaction per
+//!   change (the web UI's path; what this benchmark measured before the
+//!   store had group commit).
+//!
+//! `--group N` (N > 1, SQLite only) measures the responder alone: one
+//! writer, each transaction updates N hosts and writes their N change-log
+//! entries with plain SQL, then a `Heartbeat` frame with the new serial goes
+//! to the control socket.
+//!
+//! The prober re-asks each pending sample at most every 50 µs, and all of
+//! them together at most `--probe-rate` times per second (default 20000),
+//! so a growing backlog of unanswered samples cannot turn the measurement
+//! itself into the load that slows the responder down.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -29,7 +41,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ddserver_bench::query;
-use ddserver_store::{Actor, Name, PushOptions, Store};
+use ddserver_store::{Actor, HostUpdate, Name, PushOptions, Store};
 
 struct Args {
     url: String,
@@ -41,6 +53,17 @@ struct Args {
     writers: usize,
     samples_per_second: u64,
     group: u64,
+    api: Api,
+    probe_rate: u64,
+}
+
+/// Which store call the writers use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `Store::update_host` (group commit).
+    Grouped,
+    /// `Store::update_host_addresses` (one transaction per change).
+    Single,
 }
 
 fn parse_args() -> Args {
@@ -54,6 +77,8 @@ fn parse_args() -> Args {
         writers: 8,
         samples_per_second: 500,
         group: 1,
+        api: Api::Grouped,
+        probe_rate: 20_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +98,14 @@ fn parse_args() -> Args {
             "--writers" => args.writers = value.parse().expect("--writers N"),
             "--samples" => args.samples_per_second = value.parse().expect("--samples N"),
             "--group" => args.group = value.parse().expect("--group N"),
+            "--api" => {
+                args.api = match value.as_str() {
+                    "grouped" => Api::Grouped,
+                    "single" => Api::Single,
+                    _ => panic!("--api grouped|single"),
+                }
+            }
+            "--probe-rate" => args.probe_rate = value.parse().expect("--probe-rate N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -98,16 +131,20 @@ fn address(i: u64) -> [u8; 4] {
 /// already has (the store would then log nothing, and the "new" answer
 /// would be there before the commit).
 fn random_base() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (nanos.wrapping_mul(0x9e37_79b9) ^ u64::from(std::process::id())) & 0xff_ffff
+    use std::hash::{BuildHasher, Hasher};
+    // std's per-process random hash keys: a fresh base per run.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() & 0xff_ffff
 }
 
 /// Queries each pending sample's name until the answer carries its
 /// address; returns the delays and how many were never answered.
-fn prober(dns: SocketAddr, samples: mpsc::Receiver<Sample>) -> (Vec<Duration>, usize) {
+fn prober(
+    dns: SocketAddr,
+    probe_rate: u64,
+    samples: mpsc::Receiver<Sample>,
+) -> (Vec<Duration>, usize) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(dns).unwrap();
     socket.set_nonblocking(true).unwrap();
@@ -133,16 +170,19 @@ fn prober(dns: SocketAddr, samples: mpsc::Receiver<Sample>) -> (Vec<Duration>, u
             }
         }
         let now = Instant::now();
+        // Each pending sample is re-asked at most every 50 µs, and all
+        // together at most `probe_rate` times per second.
+        let every = Duration::from_micros(50)
+            .max(Duration::from_secs(1) * pending.len() as u32 / probe_rate.max(1) as u32);
         pending.retain(|id, sample| {
             if now.duration_since(sample.committed) > Duration::from_secs(1) {
                 lost += 1;
                 last_sent.remove(id);
                 return false;
             }
-            // Re-ask a name at most every 50 µs.
             if last_sent
                 .get(id)
-                .is_none_or(|t| now.duration_since(*t) > Duration::from_micros(50))
+                .is_none_or(|t| now.duration_since(*t) > every)
             {
                 let mut q = query(&sample.name, 1, false);
                 q[0..2].copy_from_slice(&id.to_be_bytes());
@@ -211,15 +251,13 @@ fn grouped(args: &Args) {
         )
         .unwrap();
         socket.write_all(&hello).await.unwrap();
-        println!(
-            "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
-            "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
-        );
+        header();
         let mut base = random_base();
         for &rate in &args.rates {
             let (tx, rx) = mpsc::channel();
             let dns = args.dns;
-            let prober = std::thread::spawn(move || prober(dns, rx));
+            let probe_rate = args.probe_rate;
+            let prober = std::thread::spawn(move || prober(dns, probe_rate, rx));
             let total = rate * args.seconds;
             let sample_every = (rate / args.samples_per_second).max(1);
             let start = tokio::time::Instant::now();
@@ -264,17 +302,28 @@ fn grouped(args: &Args) {
                 .await
                 .unwrap();
             delays.sort();
-            report(rate, total as f64 / elapsed.as_secs_f64(), &delays, lost);
+            let seconds = elapsed.as_secs_f64();
+            let commits = total.div_ceil(args.group) as f64 / seconds;
+            report(rate, total as f64 / seconds, commits, &delays, lost);
         }
     });
 }
 
-fn report(rate: u64, achieved: f64, delays: &[Duration], lost: usize) {
+/// The header matching [`report`].
+fn header() {
+    println!(
+        "{:>8} {:>10} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
+        "target/s", "changes/s", "commits/s", "samples", "median ms", "p99 ms", "max ms", "lost"
+    );
+}
+
+fn report(rate: u64, achieved: f64, commits: f64, delays: &[Duration], lost: usize) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{:>8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>6}",
+        "{:>8} {:>10.0} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>6}",
         rate,
         achieved,
+        commits,
         delays.len(),
         ms(percentile(delays, 0.5)),
         ms(percentile(delays, 0.99)),
@@ -350,23 +399,22 @@ fn main() {
         if let Some(socket) = &args.socket {
             store.push_to(socket.clone(), PushOptions::default());
         }
-        println!(
-            "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>6}",
-            "target/s", "changes/s", "samples", "median ms", "p99 ms", "max ms", "lost"
-        );
+        header();
         let mut base = random_base();
         for &rate in &args.rates {
             let (tx, rx) = mpsc::channel();
             let dns = args.dns;
-            let prober = std::thread::spawn(move || prober(dns, rx));
+            let probe_rate = args.probe_rate;
+            let prober = std::thread::spawn(move || prober(dns, probe_rate, rx));
             let total = rate * args.seconds;
             let sample_every = (rate / args.samples_per_second).max(1);
             let next = Arc::new(AtomicU64::new(0));
+            let batches = store.group_commit_batches();
             let start = tokio::time::Instant::now();
             let mut tasks = Vec::new();
             for _ in 0..args.writers {
                 let (store, next, tx) = (store.clone(), next.clone(), tx.clone());
-                let hosts = args.hosts;
+                let (hosts, api) = (args.hosts, args.api);
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -381,10 +429,33 @@ fn main() {
                         let name = format!("h{host:07}.dyn.example.net");
                         let fqdn = Name::parse(&name).unwrap();
                         let ip = Ipv4Addr::from(address(change));
-                        store
-                            .update_host_addresses(&Actor::cli(), &fqdn, Some(Some(ip)), None)
-                            .await
-                            .expect("update");
+                        match api {
+                            Api::Grouped => {
+                                store
+                                    .update_host(HostUpdate {
+                                        fqdn,
+                                        ipv4: Some(Some(ip)),
+                                        ipv6: None,
+                                        offline: None,
+                                        wildcard: None,
+                                        actor: Actor::cli(),
+                                        user_agent: "feed_latency".into(),
+                                    })
+                                    .await
+                                    .expect("update");
+                            }
+                            Api::Single => {
+                                store
+                                    .update_host_addresses(
+                                        &Actor::cli(),
+                                        &fqdn,
+                                        Some(Some(ip)),
+                                        None,
+                                    )
+                                    .await
+                                    .expect("update");
+                            }
+                        }
                         if i.is_multiple_of(sample_every) {
                             let _ = tx.send(Sample {
                                 name,
@@ -405,7 +476,12 @@ fn main() {
                 .await
                 .unwrap();
             delays.sort();
-            report(rate, total as f64 / elapsed.as_secs_f64(), &delays, lost);
+            let seconds = elapsed.as_secs_f64();
+            let commits = match args.api {
+                Api::Grouped => (store.group_commit_batches() - batches) as f64 / seconds,
+                Api::Single => total as f64 / seconds,
+            };
+            report(rate, total as f64 / seconds, commits, &delays, lost);
         }
         store.flush_pushes(Duration::from_secs(1)).await;
         store.close().await;
