@@ -204,8 +204,10 @@ impl Follower {
                 .static_record_pages(&zone.name)
                 .await
                 .with_context(|| format!("reading the static records of {name}"))?;
-            let mut pages = read_ahead(pages);
             let mut split = Splitter::new(&name);
+            // Sized once: growing the index rehashes every name so far.
+            split.reserve(pages.remaining_hint());
+            let mut pages = read_ahead(pages);
             while let Some(page) = pages.recv().await {
                 let page = page?;
                 split.reserve(page.len());

@@ -220,7 +220,7 @@ pub(crate) struct Splitter<'z> {
     apex: &'z str,
     statics: Vec<StaticRecord>,
     /// Candidates (and former candidates, `None`) in first-seen order.
-    candidates: Vec<Option<HostData>>,
+    candidates: Vec<Option<Candidate>>,
     /// Indexes into `candidates` by the hash of the relative owner, for
     /// names seen with an address record (other owners are not tracked).
     /// Index-only: the name lives in the candidate, not again as a key
@@ -238,6 +238,38 @@ pub(crate) struct Splitter<'z> {
     changed: Vec<u32>,
     /// Names handed out, then demoted.
     retracted: Vec<String>,
+}
+
+/// A plain address name so far: half the size of a `HostData`, which is
+/// made only when the name is handed out (a million of these are held
+/// until the zone's last page).
+struct Candidate {
+    name: Box<str>,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    ttl: u32,
+}
+
+impl Candidate {
+    fn host(&self) -> HostData {
+        HostData {
+            name: self.name.to_string(),
+            ipv4: self.ipv4,
+            ipv6: self.ipv6,
+            ttl: Some(self.ttl),
+            ..HostData::default()
+        }
+    }
+
+    fn into_host(self) -> HostData {
+        HostData {
+            name: self.name.into_string(),
+            ipv4: self.ipv4,
+            ipv6: self.ipv6,
+            ttl: Some(self.ttl),
+            ..HostData::default()
+        }
+    }
 }
 
 /// A candidate's state as [`Splitter::take_ready`] handed it out.
@@ -289,7 +321,7 @@ impl<'z> Splitter<'z> {
             .find(hash, |&at| {
                 self.candidates[at as usize]
                     .as_ref()
-                    .is_some_and(|h| h.name == owner)
+                    .is_some_and(|h| &*h.name == owner)
             })
             .map(|&at| at as usize)
     }
@@ -315,10 +347,11 @@ impl<'z> Splitter<'z> {
                     let (candidates, hasher) = (&self.candidates, &self.hasher);
                     self.index
                         .insert_unique(hash, at, |at| live_hash(candidates, hasher, at));
-                    self.candidates.push(Some(HostData {
-                        name: owner.to_owned(),
-                        ttl: Some(ttl),
-                        ..HostData::default()
+                    self.candidates.push(Some(Candidate {
+                        name: owner.into(),
+                        ipv4: None,
+                        ipv6: None,
+                        ttl,
                     }));
                     self.flags.push(0);
                     self.candidates.len() - 1
@@ -331,7 +364,7 @@ impl<'z> Splitter<'z> {
                 IpAddr::V4(_) => host.ipv4.is_none(),
                 IpAddr::V6(_) => host.ipv6.is_none(),
             };
-            if free && host.ttl == Some(ttl) {
+            if free && host.ttl == ttl {
                 match address {
                     IpAddr::V4(a) => host.ipv4 = Some(a),
                     IpAddr::V6(a) => host.ipv6 = Some(a),
@@ -370,15 +403,13 @@ impl<'z> Splitter<'z> {
         // Out of the index too: it only ever holds live candidates.
         if let Ok(entry) = self
             .index
-            .find_entry(self.hasher.hash_one(host.name.as_str()), |&i| {
-                i as usize == at
-            })
+            .find_entry(self.hasher.hash_one(&*host.name), |&i| i as usize == at)
         {
             entry.remove();
         }
         self.statics.extend(address_records(&host));
         if self.flags[at] & HANDED_OUT != 0 {
-            self.retracted.push(host.name);
+            self.retracted.push(host.name.into_string());
         }
     }
 
@@ -391,7 +422,7 @@ impl<'z> Splitter<'z> {
             let at = at as usize;
             self.flags[at] = HANDED_OUT;
             if let Some(host) = &self.candidates[at] {
-                ready.push(host.clone());
+                ready.push(host.host());
             }
         }
         ready
@@ -442,14 +473,14 @@ impl<'z> Splitter<'z> {
         let mut hosts = Vec::new();
         for (host, flags) in candidates.into_iter().zip(flags) {
             let Some(host) = host else { continue };
-            if below_cut(&host.name) || keep.contains(&host.name) {
+            if below_cut(&host.name) || keep.contains(&*host.name) {
                 statics.extend(address_records(&host));
                 if flags & HANDED_OUT != 0 {
-                    retracted.push(host.name);
+                    retracted.push(host.name.into_string());
                 }
             } else if flags != HANDED_OUT {
                 // Never handed out, or changed since.
-                hosts.push(host);
+                hosts.push(host.into_host());
             }
         }
         Split {
@@ -463,22 +494,22 @@ impl<'z> Splitter<'z> {
 /// The hash of candidate `at`'s name, for rehashing the index (which holds
 /// live candidates only).
 fn live_hash(
-    candidates: &[Option<HostData>],
+    candidates: &[Option<Candidate>],
     hasher: &foldhash::fast::RandomState,
     at: &u32,
 ) -> u64 {
     candidates[*at as usize]
         .as_ref()
-        .map_or(0, |h| hasher.hash_one(h.name.as_str()))
+        .map_or(0, |h| hasher.hash_one(&*h.name))
 }
 
 /// A candidate's address records, as statics again.
-fn address_records(host: &HostData) -> impl Iterator<Item = StaticRecord> + '_ {
-    let ttl = host.ttl.unwrap_or_default();
+fn address_records(host: &Candidate) -> impl Iterator<Item = StaticRecord> + '_ {
+    let ttl = host.ttl;
     let v4 = host.ipv4.map(RecordData::A);
     let v6 = host.ipv6.map(RecordData::Aaaa);
     v4.into_iter().chain(v6).map(move |data| StaticRecord {
-        owner: host.name.clone(),
+        owner: host.name.to_string(),
         ttl,
         data,
     })

@@ -78,6 +78,7 @@ pub(crate) fn owner_name(relative: &str, apex: &[u8]) -> Result<Vec<u8>, RenderE
     let rel = relative.strip_suffix('.').unwrap_or(relative);
     let mut wire = name(rel)?;
     wire.pop();
+    wire.reserve_exact(apex.len());
     wire.extend_from_slice(apex);
     if wire.len() > wire::MAX_NAME_LEN {
         return Err(RenderError::Name {

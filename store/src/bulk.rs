@@ -127,6 +127,12 @@ impl Store {
 }
 
 impl StaticRecordPages {
+    /// An upper bound of the records still to come (the id range left;
+    /// exact for a zone imported at once), for sizing what they fill.
+    pub fn remaining_hint(&self) -> usize {
+        usize::try_from((self.max_id - self.next_id + 1).max(0)).unwrap_or(0)
+    }
+
     /// The next non-empty page, or `None` after the last.
     pub async fn next_batch(&mut self) -> Result<Option<RecordPage>, StoreError> {
         // SQLite: `+zone_id` keeps the planner on the primary key range

@@ -118,7 +118,13 @@ impl Snapshot {
     /// The payload of `name` (lower-case wire form), if the name exists.
     #[inline]
     pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        let hash = self.hasher.hash(name);
+        self.get_hashed(self.hasher.hash(name), name)
+    }
+
+    /// [`Self::get`] with the name's hash already computed (by the writer,
+    /// whose hasher is this snapshot's).
+    #[inline]
+    pub(crate) fn get_hashed(&self, hash: u64, name: &[u8]) -> Option<&[u8]> {
         let shard = self.shards[hash as usize & (SHARD_COUNT - 1)]?;
         // SAFETY: a shard pointer in a live snapshot points to a table that
         // is freed only after this snapshot is dropped (module docs), and

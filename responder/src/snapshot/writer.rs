@@ -281,15 +281,20 @@ impl SnapshotWriter {
 
     /// The payload `name` has now: decided in this batch, else published.
     fn entry(&self, name: &[u8]) -> Option<&[u8]> {
+        self.entry_hashed(name, self.hasher.hash(name))
+    }
+
+    /// [`Self::entry`] with the name's keyed hash already computed.
+    fn entry_hashed(&self, name: &[u8], hash: u64) -> Option<&[u8]> {
         if let Some(p) = self.pending.get(name) {
             return p.as_deref();
         }
         if !self.staged.is_empty()
-            && let Some(p) = self.staged.get(self.hasher.hash(name), name)
+            && let Some(p) = self.staged.get(hash, name)
         {
             return Some(p);
         }
-        self.current.get(name)
+        self.current.get_hashed(hash, name)
     }
 
     /// Decides `name`'s payload in this batch (`None`: removed).
@@ -301,11 +306,12 @@ impl SnapshotWriter {
     }
 
     /// Decides a host's payload in this batch: the compact path of a load.
-    fn put_host(&mut self, name: &[u8], payload: &[u8]) {
+    /// `hash` is the name's keyed hash.
+    fn put_host(&mut self, name: &[u8], hash: u64, payload: &[u8]) {
         if !self.pending.is_empty() {
             self.pending.remove(name);
         }
-        if let Some((other, payload)) = self.staged.insert(self.hasher.hash(name), name, payload) {
+        if let Some((other, payload)) = self.staged.insert(hash, name, payload) {
             self.pending.insert(other, Some(payload));
         }
     }
@@ -403,7 +409,8 @@ impl SnapshotWriter {
         // only beside its host's entry, flagged (every path that removes a
         // host entry removes its ACME entry first), so a name that was no
         // host has no ACME entry to look for.
-        let old_kind = self.entry(&name).map(|p| p[0]);
+        let hash = self.hasher.hash(&name);
+        let old_kind = self.entry_hashed(&name, hash).map(|p| p[0]);
         let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
         let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
         if !was_host {
@@ -416,7 +423,11 @@ impl SnapshotWriter {
             None
         };
         let has_acme = acme.is_some() && acme_payload.is_some();
-        self.put_host(&name, &render::host_payload(host, default_ttl, has_acme));
+        self.put_host(
+            &name,
+            hash,
+            &render::host_payload(host, default_ttl, has_acme),
+        );
         if let Some(acme) = acme {
             match acme_payload {
                 Some(payload) => {
