@@ -66,7 +66,7 @@ measure() {
     t0=$(date +%s.%N)
     "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
-    until dig +short +tries=1 +time=1 @127.0.0.1 -p "$PORT" "$PROBE" A 2>/dev/null | grep -q .; do
+    until dig +short +tries=1 +time=1 @127.0.0.1 -p "$PORT" "$PROBE" A 2>/dev/null | grep -q '^[0-9]'; do
         kill -0 $pid 2>/dev/null || { echo "$name exited; see $WORK/$name.log" >&2; exit 1; }
         sleep 0.02
     done

@@ -232,14 +232,10 @@ impl Follower {
             batch.push(Change::UpsertZone(zone_data(&zone, split.statics)));
             stage(batch).await?;
         }
-        let mut hosts = read_ahead(self.store.host_pages(ddserver_store::HOST_PAGE_SIZE));
-        while let Some(page) = hosts.recv().await {
-            let page = page?;
-            names += page.len();
-            let batch = page
-                .iter()
-                .map(|host| Change::UpsertHost(host.zone.as_str().to_owned(), host_data(host)))
-                .collect();
+        let mut hosts = read_ahead(self.store.served_host_pages().await?);
+        while let Some(batch) = hosts.recv().await {
+            let batch = batch?;
+            names += batch.len();
             stage(batch).await?;
         }
         if let Some(last) = in_flight.take() {

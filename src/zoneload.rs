@@ -18,10 +18,10 @@ use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
-use ddserver_responder::{HostData, RecordData, StaticRecord, ZoneData};
+use ddserver_responder::{Change, HostData, RecordData, StaticRecord, ZoneData};
 use ddserver_store::{
-    Host, HostPages, RecordPage, RecordType, RecordValue, StaticRecordPages, Store, StoreError,
-    StoredRecordRef, Zone,
+    RecordPage, RecordType, RecordValue, ServedHost, ServedHostPages, StaticRecordPages, Store,
+    StoreError, StoredRecordRef, Zone,
 };
 use hashbrown::HashTable;
 use tokio::sync::mpsc;
@@ -72,10 +72,37 @@ impl Pages for StaticRecordPages {
     }
 }
 
-impl Pages for HostPages {
-    type Page = Vec<Host>;
-    fn next_page(&mut self) -> impl Future<Output = Result<Option<Vec<Host>>, StoreError>> + Send {
-        self.next_batch()
+/// Hosts as changes for the snapshot writer, converted on the read-ahead
+/// task. A host whose zone is gone (removed during the load) is left out:
+/// the change log replayed after the load removes it anyway.
+impl Pages for ServedHostPages {
+    type Page = Vec<Change>;
+    async fn next_page(&mut self) -> Result<Option<Vec<Change>>, StoreError> {
+        let Some(page) = self.next_batch().await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            page.into_iter()
+                .filter_map(|host| {
+                    let zone = self.zone(host.zone_id)?.as_str().to_owned();
+                    Some(Change::UpsertHost(zone, served_host(host)))
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A stored host as the responder serves it.
+fn served_host(host: ServedHost) -> HostData {
+    HostData {
+        name: host.label,
+        ipv4: host.ipv4,
+        ipv6: host.ipv6,
+        txt: host.txt,
+        wildcard: host.wildcard,
+        offline: host.offline,
+        disabled: host.disabled,
+        ttl: None,
     }
 }
 

@@ -14,7 +14,11 @@
 //! no value holds a newline (character-strings escape control octets as
 //! `\DDD`). This module reads only; it must never be used to write.
 
-use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 
 use crate::error::StoreError;
 use crate::model::Backend;
@@ -137,9 +141,7 @@ impl StaticRecordPages {
     pub async fn next_batch(&mut self) -> Result<Option<RecordPage>, StoreError> {
         // SQLite: `+zone_id` keeps the planner on the primary key range
         // instead of the (zone_id, owner) index, which would visit the
-        // whole zone for each chunk. MySQL/MariaDB: GROUP_CONCAT's result
-        // is capped by group_concat_max_len (1024 by default), raised for
-        // this connection only.
+        // whole zone for each chunk.
         let sql: &'static str = match self.store.backend() {
             Backend::Sqlite => {
                 "SELECT COUNT(*), group_concat(owner || ' ' || ttl || ' ' || rtype || ' ' || rdata, char(10)) \
@@ -150,41 +152,227 @@ impl StaticRecordPages {
                  FROM records WHERE id >= ? AND id < ? AND zone_id = ?"
             }
         };
-        let mut conn = self.store.pool.acquire().await?;
-        if self.store.backend() == Backend::MySql {
-            sqlx::query(AssertSqlSafe("SET SESSION group_concat_max_len = 67108864"))
-                .execute(&mut *conn)
-                .await?;
-        }
+        let mut conn = packed_connection(&self.store).await?;
         while self.next_id <= self.max_id {
             let (from, to) = (self.next_id, self.next_id.saturating_add(CHUNK_IDS));
             self.next_id = to;
-            let row = sqlx::query(sql)
-                .bind(from)
-                .bind(to)
-                .bind(self.zone_id)
-                .fetch_one(&mut *conn)
-                .await?;
-            let count: i64 = row.try_get(0)?;
-            if count == 0 {
-                continue; // a hole in the ids (deleted records)
+            if let Some((text, count)) =
+                packed(&mut conn, sql, from, to, Some(self.zone_id)).await?
+            {
+                return Ok(Some(RecordPage { text, count }));
             }
-            let text: String = match row.try_get::<Option<String>, _>(1) {
-                Ok(text) => text.unwrap_or_default(),
-                // MySQL reports GROUP_CONCAT over ASCII columns as binary.
-                Err(_) => String::from_utf8(row.try_get::<Vec<u8>, _>(1)?)
-                    .map_err(|_| corrupt("packed static records are not UTF-8".into()))?,
-            };
-            let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
-            if lines as i64 != count {
-                return Err(corrupt(format!(
-                    "a packed page of static records holds {lines} of {count} records"
-                )));
-            }
-            return Ok(Some(RecordPage { text, count: lines }));
         }
         Ok(None)
     }
+}
+
+/// A pooled connection ready for packed reads. MySQL/MariaDB cap
+/// GROUP_CONCAT's result by group_concat_max_len (1024 by default), raised
+/// for this connection only.
+async fn packed_connection(store: &Store) -> Result<PoolConnection<Any>, StoreError> {
+    let mut conn = store.pool.acquire().await?;
+    if store.backend() == Backend::MySql {
+        sqlx::query(AssertSqlSafe("SET SESSION group_concat_max_len = 67108864"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
+/// One packed row: `sql` selects `COUNT(*)` and the group-concatenated
+/// lines of the ids in `from..to` (and the zone, if given). Returns the
+/// text and its line count, or `None` for a range without rows.
+async fn packed(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    from: i64,
+    to: i64,
+    zone_id: Option<i64>,
+) -> Result<Option<(String, usize)>, StoreError> {
+    let mut query = sqlx::query(sql).bind(from).bind(to);
+    if let Some(zone_id) = zone_id {
+        query = query.bind(zone_id);
+    }
+    let row = query.fetch_one(&mut *conn).await?;
+    let count: i64 = row.try_get(0)?;
+    if count == 0 {
+        return Ok(None); // a hole in the ids (deleted rows)
+    }
+    let text: String = match row.try_get::<Option<String>, _>(1) {
+        Ok(text) => text.unwrap_or_default(),
+        // MySQL reports GROUP_CONCAT over ASCII columns as binary.
+        Err(_) => String::from_utf8(row.try_get::<Vec<u8>, _>(1)?)
+            .map_err(|_| corrupt("a packed page is not UTF-8".into()))?,
+    };
+    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    if lines as i64 != count {
+        return Err(corrupt(format!(
+            "a packed page holds {lines} of {count} rows"
+        )));
+    }
+    Ok(Some((text, lines)))
+}
+
+/// A host as the responder serves it: what a start-up load needs, read
+/// in packed pages like the static records (a million hosts read one row
+/// each through sqlx took 7-9 s of CPU; see bench/README.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedHost {
+    pub id: i64,
+    /// See [`ServedHostPages::zone`].
+    pub zone_id: i64,
+    /// Relative to the zone, as stored.
+    pub label: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// ACME DNS-01 tokens, in position order.
+    pub txt: Vec<String>,
+    pub wildcard: bool,
+    pub offline: bool,
+    pub disabled: bool,
+}
+
+/// Every host, in id ranges of [`CHUNK_IDS`].
+#[derive(Debug)]
+pub struct ServedHostPages {
+    store: Store,
+    zones: HashMap<i64, Name>,
+    chunk: i64,
+    next_id: i64,
+    max_id: i64,
+}
+
+impl Store {
+    /// Pages over every host, packed by the database.
+    pub async fn served_host_pages(&self) -> Result<ServedHostPages, StoreError> {
+        self.served_host_pages_sized(CHUNK_IDS).await
+    }
+
+    /// [`Store::served_host_pages`] with `chunk` ids per page (tests).
+    #[doc(hidden)]
+    pub async fn served_host_pages_sized(&self, chunk: i64) -> Result<ServedHostPages, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query("SELECT MIN(id), MAX(id) FROM hosts")
+            .fetch_one(&mut *conn)
+            .await?;
+        let min: Option<i64> = row.try_get(0)?;
+        let max: Option<i64> = row.try_get(1)?;
+        Ok(ServedHostPages {
+            store: self.clone(),
+            zones: zone_ids(&mut conn).await?,
+            chunk: chunk.max(1),
+            next_id: min.unwrap_or(1),
+            max_id: max.unwrap_or(0),
+        })
+    }
+}
+
+async fn zone_ids(conn: &mut AnyConnection) -> Result<HashMap<i64, Name>, StoreError> {
+    sqlx::query("SELECT id, name FROM zones")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, Name::from_db(row.try_get(1)?)?)))
+        .collect()
+}
+
+impl ServedHostPages {
+    /// The name of the zone with this id (zones as of the page that
+    /// returned the id).
+    pub fn zone(&self, id: i64) -> Option<&Name> {
+        self.zones.get(&id)
+    }
+
+    /// An upper bound of the hosts still to come (the id range left).
+    pub fn remaining_hint(&self) -> usize {
+        usize::try_from((self.max_id - self.next_id + 1).max(0)).unwrap_or(0)
+    }
+
+    /// The next non-empty page, or `None` after the last.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<ServedHost>>, StoreError> {
+        let sql: &'static str = match self.store.backend() {
+            Backend::Sqlite => {
+                "SELECT COUNT(*), group_concat(id || ' ' || zone_id || ' ' || label || ' ' || \
+                 coalesce(ipv4, '-') || ' ' || coalesce(ipv6, '-') || ' ' || \
+                 wildcard || offline || disabled, char(10)) \
+                 FROM hosts WHERE id >= ? AND id < ?"
+            }
+            Backend::MySql => {
+                "SELECT COUNT(*), GROUP_CONCAT(CONCAT_WS(' ', id, zone_id, label, \
+                 COALESCE(ipv4, '-'), COALESCE(ipv6, '-'), CONCAT(wildcard, offline, disabled)) \
+                 ORDER BY id SEPARATOR '\\n') FROM hosts WHERE id >= ? AND id < ?"
+            }
+        };
+        let mut conn = packed_connection(&self.store).await?;
+        while self.next_id <= self.max_id {
+            let (from, to) = (self.next_id, self.next_id.saturating_add(self.chunk));
+            self.next_id = to;
+            let Some((text, count)) = packed(&mut conn, sql, from, to, None).await? else {
+                continue;
+            };
+            let mut hosts = Vec::with_capacity(count);
+            for line in text.split('\n') {
+                hosts.push(parse_host_line(line)?);
+            }
+            // TXT tokens are few (ACME challenges in flight): one query.
+            let txt = sqlx::query(
+                "SELECT host_id, value FROM host_txt WHERE host_id >= ? AND host_id < ? \
+                 ORDER BY host_id, position",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &txt {
+                let id: i64 = row.try_get(0)?;
+                if let Ok(i) = hosts.binary_search_by_key(&id, |h| h.id) {
+                    hosts[i].txt.push(row.try_get(1)?);
+                }
+            }
+            // A zone created after the pages began: learn its name.
+            if hosts.iter().any(|h| !self.zones.contains_key(&h.zone_id)) {
+                self.zones = zone_ids(&mut conn).await?;
+            }
+            return Ok(Some(hosts));
+        }
+        Ok(None)
+    }
+}
+
+fn parse_host_line(line: &str) -> Result<ServedHost, StoreError> {
+    let bad = || corrupt(format!("packed host line '{line}'"));
+    let mut parts = line.split(' ');
+    let mut next = || parts.next().ok_or_else(bad);
+    let id = next()?.parse().map_err(|_| bad())?;
+    let zone_id = next()?.parse().map_err(|_| bad())?;
+    let label = next()?.to_owned();
+    let ipv4 = match next()? {
+        "-" => None,
+        a => Some(a.parse().map_err(|_| bad())?),
+    };
+    let ipv6 = match next()? {
+        "-" => None,
+        a => Some(a.parse().map_err(|_| bad())?),
+    };
+    let flags = next()?.as_bytes();
+    let [wildcard, offline, disabled] = flags else {
+        return Err(bad());
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let flag = |b: &u8| *b != b'0';
+    Ok(ServedHost {
+        id,
+        zone_id,
+        label,
+        ipv4,
+        ipv6,
+        txt: Vec::new(),
+        wildcard: flag(wildcard),
+        offline: flag(offline),
+        disabled: flag(disabled),
+    })
 }
 
 fn parse_line(line: &str) -> Result<StoredRecordRef<'_>, StoreError> {

@@ -37,7 +37,9 @@ mod users;
 mod zones;
 
 pub use announce::{PushOptions, PushStats};
-pub use bulk::{RecordPage, StaticRecordPages, StoredRecord, StoredRecordRef};
+pub use bulk::{
+    RecordPage, ServedHost, ServedHostPages, StaticRecordPages, StoredRecord, StoredRecordRef,
+};
 pub use error::{DatabaseError, StoreError};
 pub use feed::{FeedMessage, FrameError};
 pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};

@@ -2018,6 +2018,64 @@ async fn load_all_pages(store: &Store) {
     let mut all = load.hosts;
     assert_eq!(all.next_batch().await.unwrap().unwrap().len(), 10);
     assert!(all.next_batch().await.unwrap().is_none());
+
+    // The packed pages give the same hosts: flags, IPv6, a hole in the ids.
+    let mut update = address_update("p4.dyn.example.org", Ipv4Addr::new(192, 0, 2, 44));
+    update.ipv6 = Some(Some("2001:db8::4".parse().unwrap()));
+    update.wildcard = Some(true);
+    update.offline = Some(true);
+    store.update_host(update).await.unwrap();
+    store
+        .set_host_flags(
+            &admin(),
+            &name("p5.second.example"),
+            HostFlags {
+                disabled: Some("abuse".into()),
+                ..HostFlags::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .remove_host(&admin(), &name("p7.second.example"))
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    let mut pages = store.host_pages(100);
+    while let Some(page) = pages.next_batch().await.unwrap() {
+        expected.extend(page);
+    }
+    assert_eq!(expected.len(), 9);
+    let mut packed = store.served_host_pages_sized(4).await.unwrap();
+    let mut served = Vec::new();
+    let mut page_count = 0;
+    while let Some(page) = packed.next_batch().await.unwrap() {
+        page_count += 1;
+        for host in page {
+            let zone = packed.zone(host.zone_id).unwrap().clone();
+            served.push((zone, host));
+        }
+    }
+    assert_eq!(page_count, 3, "ids 1-4, 5-8, 9-10");
+    assert_eq!(served.len(), expected.len());
+    for ((zone, got), want) in served.iter().zip(&expected) {
+        assert_eq!(got.id, want.id);
+        assert_eq!(zone, &want.zone);
+        assert_eq!(got.label, want.label);
+        assert_eq!(got.ipv4, want.ipv4);
+        assert_eq!(got.ipv6, want.ipv6);
+        assert_eq!(got.txt, want.txt);
+        assert_eq!(got.wildcard, want.flags.wildcard);
+        assert_eq!(got.offline, want.flags.offline);
+        assert_eq!(got.disabled, want.flags.disabled.is_some(), "{}", want.fqdn);
+    }
+    assert!(
+        served
+            .iter()
+            .any(|(_, h)| h.wildcard && h.offline && h.ipv6.is_some())
+    );
+    assert!(served.iter().any(|(_, h)| h.disabled));
+    assert!(served.iter().any(|(_, h)| !h.txt.is_empty()));
 }
 
 /// The updater's store calls: credentials with the stored hash, one
