@@ -131,18 +131,16 @@ impl WriterThread {
                             staged += count;
                             if publish == Publish::Now {
                                 writer.publish();
-                            }
-                            if publish == Publish::Now && staged >= BIG_BATCH {
-                                let count = std::mem::take(&mut staged);
-                                // A load-sized batch leaves large temporaries
-                                // in this thread's heap; give them back.
-                                release_free_memory();
-                                tracing::debug!(
-                                    retired = writer.retired_count(),
-                                    "snapshot writer: published {count} changes"
-                                );
-                            } else if publish == Publish::Now {
-                                staged = 0;
+                                let published = std::mem::take(&mut staged);
+                                if published >= BIG_BATCH {
+                                    // A load-sized batch leaves large temporaries
+                                    // in this thread's heap; give them back.
+                                    release_free_memory();
+                                    tracing::debug!(
+                                        retired = writer.retired_count(),
+                                        "snapshot writer: published {published} changes"
+                                    );
+                                }
                             }
                             for (index, error) in &report.rejected {
                                 tracing::error!(
