@@ -102,8 +102,50 @@ impl RecordPage {
 pub struct StaticRecordPages {
     store: Store,
     zone_id: i64,
-    next_id: i64,
-    max_id: i64,
+    ids: IdRange,
+}
+
+/// The ids a paged reader has still to read, in chunks.
+#[derive(Debug)]
+struct IdRange {
+    next: i64,
+    max: i64,
+}
+
+impl IdRange {
+    /// The ids `sql` (`SELECT MIN(id), MAX(id) …`, with `zone_id` bound
+    /// if given) finds now.
+    async fn of(
+        conn: &mut AnyConnection,
+        sql: &'static str,
+        zone_id: Option<i64>,
+    ) -> Result<IdRange, StoreError> {
+        let mut query = sqlx::query(sql);
+        if let Some(zone_id) = zone_id {
+            query = query.bind(zone_id);
+        }
+        let row = query.fetch_one(&mut *conn).await?;
+        let min: Option<i64> = row.try_get(0)?;
+        let max: Option<i64> = row.try_get(1)?;
+        Ok(IdRange {
+            next: min.unwrap_or(1),
+            max: max.unwrap_or(0),
+        })
+    }
+
+    /// The next `from..to` of at most `chunk` ids, or `None` at the end.
+    fn next_chunk(&mut self, chunk: i64) -> Option<(i64, i64)> {
+        (self.next <= self.max).then(|| {
+            let from = self.next;
+            self.next = from.saturating_add(chunk);
+            (from, self.next)
+        })
+    }
+
+    /// An upper bound of the rows still to come.
+    fn remaining(&self) -> usize {
+        usize::try_from((self.max - self.next + 1).max(0)).unwrap_or(0)
+    }
 }
 
 impl Store {
@@ -115,17 +157,15 @@ impl Store {
                 name: zone.to_string(),
             });
         };
-        let row = sqlx::query("SELECT MIN(id), MAX(id) FROM records WHERE zone_id = ?")
-            .bind(zone_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        let min: Option<i64> = row.try_get(0)?;
-        let max: Option<i64> = row.try_get(1)?;
         Ok(StaticRecordPages {
             store: self.clone(),
             zone_id,
-            next_id: min.unwrap_or(1),
-            max_id: max.unwrap_or(0),
+            ids: IdRange::of(
+                &mut conn,
+                "SELECT MIN(id), MAX(id) FROM records WHERE zone_id = ?",
+                Some(zone_id),
+            )
+            .await?,
         })
     }
 }
@@ -134,7 +174,7 @@ impl StaticRecordPages {
     /// An upper bound of the records still to come (the id range left;
     /// exact for a zone imported at once), for sizing what they fill.
     pub fn remaining_hint(&self) -> usize {
-        usize::try_from((self.max_id - self.next_id + 1).max(0)).unwrap_or(0)
+        self.ids.remaining()
     }
 
     /// The next non-empty page, or `None` after the last.
@@ -153,9 +193,7 @@ impl StaticRecordPages {
             }
         };
         let mut conn = packed_connection(&self.store).await?;
-        while self.next_id <= self.max_id {
-            let (from, to) = (self.next_id, self.next_id.saturating_add(CHUNK_IDS));
-            self.next_id = to;
+        while let Some((from, to)) = self.ids.next_chunk(CHUNK_IDS) {
             if let Some((text, count)) =
                 packed(&mut conn, sql, from, to, Some(self.zone_id)).await?
             {
@@ -238,8 +276,7 @@ pub struct ServedHostPages {
     store: Store,
     zones: HashMap<i64, Name>,
     chunk: i64,
-    next_id: i64,
-    max_id: i64,
+    ids: IdRange,
 }
 
 impl Store {
@@ -252,17 +289,11 @@ impl Store {
     #[doc(hidden)]
     pub async fn served_host_pages_sized(&self, chunk: i64) -> Result<ServedHostPages, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query("SELECT MIN(id), MAX(id) FROM hosts")
-            .fetch_one(&mut *conn)
-            .await?;
-        let min: Option<i64> = row.try_get(0)?;
-        let max: Option<i64> = row.try_get(1)?;
         Ok(ServedHostPages {
             store: self.clone(),
+            ids: IdRange::of(&mut conn, "SELECT MIN(id), MAX(id) FROM hosts", None).await?,
             zones: zone_ids(&mut conn).await?,
             chunk: chunk.max(1),
-            next_id: min.unwrap_or(1),
-            max_id: max.unwrap_or(0),
         })
     }
 }
@@ -285,7 +316,7 @@ impl ServedHostPages {
 
     /// An upper bound of the hosts still to come (the id range left).
     pub fn remaining_hint(&self) -> usize {
-        usize::try_from((self.max_id - self.next_id + 1).max(0)).unwrap_or(0)
+        self.ids.remaining()
     }
 
     /// The next non-empty page, or `None` after the last.
@@ -304,9 +335,7 @@ impl ServedHostPages {
             }
         };
         let mut conn = packed_connection(&self.store).await?;
-        while self.next_id <= self.max_id {
-            let (from, to) = (self.next_id, self.next_id.saturating_add(self.chunk));
-            self.next_id = to;
+        while let Some((from, to)) = self.ids.next_chunk(self.chunk) {
             let Some((text, count)) = packed(&mut conn, sql, from, to, None).await? else {
                 continue;
             };
