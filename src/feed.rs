@@ -33,7 +33,7 @@ use ddserver_responder::{Change, HostData, ZoneData};
 use ddserver_store::{ChangeKind, Host, Name, Store, StoreError, Zone};
 
 use crate::serve::Publish;
-use crate::zoneload::{Splitter, apex_ns, read_ahead, read_zone, zone_data};
+use crate::zoneload::{read_ahead, read_zone, split_zone, zone_data};
 
 /// Change-log rows read per query.
 const BATCH: u32 = 2000;
@@ -199,26 +199,12 @@ impl Follower {
             self.zones.insert(name.clone());
             // The apex first (hosts need their zone), the statics at the end.
             stage(vec![Change::UpsertZone(zone_data(&zone, Vec::new()))]).await?;
-            let pages = self
-                .store
-                .static_record_pages(&zone.name)
-                .await
-                .with_context(|| format!("reading the static records of {name}"))?;
-            let mut split = Splitter::new(&name);
-            // Sized once: growing the index rehashes every name so far.
-            split.reserve(pages.remaining_hint());
-            let mut pages = read_ahead(pages);
-            while let Some(page) = pages.recv().await {
-                let page = page?;
-                split.reserve(page.len());
-                for stored in page.iter() {
-                    split.add(stored?)?;
-                }
+            let split = split_zone(&self.store, &zone, async |split| {
                 let ready = split.take_ready();
                 names += ready.len();
-                stage(ready.into_iter().map(|h| upsert(&name, h)).collect()).await?;
-            }
-            let split = split.finish(&apex_ns(&zone));
+                stage(ready.into_iter().map(|h| upsert(&name, h)).collect()).await
+            })
+            .await?;
             // Names handed out twice (their second address came a page
             // later) count twice: an estimate, for the log and metrics.
             names += split.statics.len() + split.hosts.len();

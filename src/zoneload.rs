@@ -33,16 +33,31 @@ pub(crate) struct LoadedZone {
     pub(crate) address_names: Vec<HostData>,
 }
 
-/// Reads `zone`'s static records and splits them as described above, page
-/// by page: records are parsed in place from the database's packed text,
-/// and only what is kept is allocated.
+/// Reads `zone`'s static records and splits them as described above.
 pub(crate) async fn read_zone(store: &Store, zone: Zone) -> Result<LoadedZone> {
+    let split = split_zone(store, &zone, async |_| Ok(())).await?;
+    Ok(LoadedZone {
+        data: zone_data(&zone, split.statics),
+        address_names: split.hosts,
+    })
+}
+
+/// Splits `zone`'s static records page by page: records are parsed in
+/// place from the database's packed text, only what is kept is allocated,
+/// and `each_page` sees the splitter after every page (a start-up load
+/// hands out what is ready there).
+pub(crate) async fn split_zone(
+    store: &Store,
+    zone: &Zone,
+    mut each_page: impl AsyncFnMut(&mut Splitter<'_>) -> Result<()>,
+) -> Result<Split> {
     let pages = store
         .static_record_pages(&zone.name)
         .await
         .with_context(|| format!("reading the static records of {}", zone.name))?;
-    let apex = zone.name.as_str().to_owned();
-    let mut split = Splitter::new(&apex);
+    let mut split = Splitter::new(zone.name.as_str());
+    // Sized once: growing the index rehashes every name so far.
+    split.reserve(pages.remaining_hint());
     let mut pages = read_ahead(pages);
     while let Some(page) = pages.recv().await {
         let page = page?;
@@ -50,13 +65,10 @@ pub(crate) async fn read_zone(store: &Store, zone: Zone) -> Result<LoadedZone> {
         for stored in page.iter() {
             split.add(stored?)?;
         }
+        each_page(&mut split).await?;
     }
     // Name-server targets stay zone-level: glue is taken from there.
-    let split = split.finish(&apex_ns(&zone));
-    Ok(LoadedZone {
-        data: zone_data(&zone, split.statics),
-        address_names: split.hosts,
-    })
+    Ok(split.finish(&apex_ns(zone)))
 }
 
 /// A paged bulk read of the store.
