@@ -14,7 +14,8 @@
 # (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200),
 # HOST_MIRROR_MAX (updater.host_mirror_max; 0 switches the host mirror off,
 # so every request reads its host's row as before the mirror), MODES (which
-# runs, in order; default "http nochg flood change wrong served").
+# runs, in order; default "http nochg flood change wrong served"), PERF
+# (a directory: profile the server during each measured mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ddserver}
@@ -125,8 +126,16 @@ run_wrk() { # MODE THREADS [SECONDS]
 # does not change the way it changes answers/s.
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
+# PERF=DIR: also record the server with `perf record -g` during each
+# measured mode, into DIR/MODE.perf (the profile behind the CPU per answer).
+profile() { # MODE: starts perf on the server for the next DURATION seconds
+    [ -n "${PERF:-}" ] || return 0
+    mkdir -p "$PERF"
+    perf record -F 1999 -g -p "$pid" -o "$PERF/$1.perf" -- sleep "$((DURATION - 1))" >/dev/null 2>&1 &
+}
 measured() { # MODE THREADS: wrk's summary plus the server's CPU per answer
     local before after out answers
+    profile "$1"
     before=$(ticks)
     out=$(run_wrk "$1" "$2")
     after=$(ticks)
@@ -142,7 +151,16 @@ for mode in ${MODES:-http nochg flood change wrong served}; do
     case $mode in
         http)
             echo "## http (/healthz, no Lua: the harness ceiling)"
-            wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz" | grep -E '^Requests/sec' ;;
+            profile http
+            before=$(ticks)
+            out=$(wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz")
+            after=$(ticks)
+            echo "$out" | grep -E '^Requests/sec'
+            # The server's CPU per /healthz answer: the floor of any request
+            # (TCP receive, hyper, TCP send), against which nochg compares.
+            answers=$(echo "$out" | awk '/requests in/ {print $1}')
+            awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
+                'BEGIN {printf "server CPU per answer: %.1f us\n", t / hz * 1e6 / n}' ;;
         nochg|change|wrong)
             echo "## $mode"
             measured "$mode" "$THREADS" ;;

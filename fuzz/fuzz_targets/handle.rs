@@ -1,5 +1,6 @@
 //! Fuzz target: arbitrary bytes into `handle` over a small fixed snapshot,
-//! over UDP and TCP. Must never panic; replies must stay within the limits.
+//! over UDP and TCP, after the workers' batch prefetch. Must never panic;
+//! replies must stay within the limits.
 //! Seeds: `corpus/handle/` (replayed by `responder/tests/corpus.rs`).
 //! Run: `cargo +nightly fuzz run handle` in this directory.
 #![no_main]
@@ -79,6 +80,8 @@ static WRITER: OnceLock<SnapshotWriter> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     let snapshot = WRITER.get_or_init(writer).current();
+    // As a worker does: the batch prefetch sees every datagram first.
+    snapshot.prefetch_batch(1, |_| Some(data));
     let mut response = [0u8; 65535];
     for (transport, limit) in [(Transport::Udp, 4096), (Transport::Tcp, 65535)] {
         if let Outcome::Reply(n) = handle(snapshot, data, &mut response, transport) {

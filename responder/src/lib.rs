@@ -67,4 +67,13 @@ impl io::Source for snapshot::Shared {
     fn load(&self) -> snapshot::SnapshotView {
         snapshot::Shared::load(self)
     }
+
+    #[inline]
+    fn prefetch<'q>(
+        snapshot: &snapshot::Snapshot,
+        count: usize,
+        query: impl Fn(usize) -> Option<&'q [u8]>,
+    ) {
+        snapshot.prefetch_batch(count, query);
+    }
 }

@@ -1,5 +1,6 @@
 //! The packet path allocates nothing (DESIGN.md invariant 4): a counting
-//! global allocator watches `Shared::load` + `handle` over a mixed workload.
+//! global allocator watches `Shared::load`, the batch prefetch and `handle`
+//! over a mixed workload.
 
 mod common;
 
@@ -120,6 +121,8 @@ fn handle_allocates_nothing() {
         for _ in 0..rounds {
             // One load per batch, as a worker does.
             let view = shared.load();
+            // The workers' batch prefetch runs on the packet path too.
+            view.prefetch_batch(queries.len(), |i| Some(&queries[i].0[..]));
             for (q, transport) in &queries {
                 if let Outcome::Reply(n) = handle(&view, q, &mut response, *transport) {
                     replies += n.min(1);

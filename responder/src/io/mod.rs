@@ -398,6 +398,20 @@ pub trait Source: Clone + Send + 'static {
     type Guard: Deref<Target = Self::Snapshot>;
     /// One lock-free load (an atomic operation, no allocation).
     fn load(&self) -> Self::Guard;
+
+    /// Called once per receive batch before its queries are answered, with
+    /// `query(i)` giving the `i`th received message of `count` (`None`:
+    /// skip it): a chance to start the batch's memory loads together (the
+    /// responder's snapshot prefetches each question's lookup chain, see
+    /// `Snapshot::prefetch_batch`). A hint only; nothing by default.
+    #[inline]
+    fn prefetch<'q>(
+        snapshot: &Self::Snapshot,
+        count: usize,
+        query: impl Fn(usize) -> Option<&'q [u8]>,
+    ) {
+        let _ = (snapshot, count, query);
+    }
 }
 
 impl<S: Send + Sync + 'static> Source for Arc<ArcSwap<S>> {

@@ -104,6 +104,11 @@ impl UdpBatch {
         }
         let n = n as usize;
         let snapshot = shared.load();
+        Src::prefetch(&snapshot, n, |i| {
+            let got = self.rx[i].msg_len as usize;
+            (self.rx[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0)
+                .then(|| &self.queries[i * self.max_query..i * self.max_query + got])
+        });
         let mut m = 0;
         for i in 0..n {
             let got = self.rx[i].msg_len as usize;

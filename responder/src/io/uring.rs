@@ -414,6 +414,7 @@ impl Worker {
                 if cqes.is_empty() {
                     break;
                 }
+                Src::prefetch(snapshot, cqes.len(), |i| self.received(&cqes[i]));
                 for cqe in &cqes {
                     let data = cqe.user_data();
                     let low = data & ((1 << TAG_SHIFT) - 1);
@@ -474,6 +475,25 @@ impl Worker {
                 _ => Err(e),
             },
         }
+    }
+
+    /// The query a receive completion carries, if any (for prefetching:
+    /// `on_recv` makes the same checks and gives the buffer back).
+    fn received(&self, cqe: &cqueue::Entry) -> Option<&[u8]> {
+        if cqe.user_data() >> TAG_SHIFT != TAG_RECV || cqe.result() < 0 {
+            return None;
+        }
+        let bid = cqueue::buffer_select(cqe.flags())?;
+        let buffer = self.buffers.buffer(bid);
+        let message = types::RecvMsgOut::parse(buffer, &self.recv_msghdr).ok()?;
+        if message.is_payload_truncated() {
+            return None;
+        }
+        // `payload_data` borrows the parsed header, not the buffer it points
+        // into: re-slice the buffer at the same place.
+        let payload = message.payload_data();
+        let at = (payload.as_ptr() as usize).checked_sub(buffer.as_ptr() as usize)?;
+        buffer.get(at..at + payload.len())
     }
 
     fn on_recv<T, H>(

@@ -32,6 +32,7 @@
 //!
 //! Must never: mutate a published shard, or be read under a lock.
 
+mod prefetch;
 mod staged;
 mod table;
 mod writer;
@@ -131,6 +132,26 @@ impl Snapshot {
         // `&self` keeps this snapshot alive for the returned lifetime.
         let table = unsafe { shard.as_ref() };
         table.get(hash, name)
+    }
+
+    /// Warms the cache for the first lookup of each query of a batch before
+    /// the batch is answered: [`crate::handle::handle`] then finds the lines
+    /// it needs already loaded. See [`prefetch`].
+    ///
+    /// `query(i)` for `i` in `0..count` gives the received message (or
+    /// `None` to skip one). Anything that is not a plausible query is
+    /// skipped; the handler judges it later. Never allocates.
+    #[inline]
+    pub fn prefetch_batch<'q>(&self, count: usize, query: impl Fn(usize) -> Option<&'q [u8]>) {
+        prefetch::batch(self, count, query);
+    }
+
+    /// The table of the shard `hash` falls in.
+    #[inline]
+    fn table_of(&self, hash: u64) -> Option<&Table> {
+        let shard = self.shards[hash as usize & (SHARD_COUNT - 1)]?;
+        // SAFETY: as in `get_hashed`.
+        Some(unsafe { shard.as_ref() })
     }
 
     /// Whether `name` exists (has an entry: records, a host, or names below).

@@ -232,6 +232,22 @@ impl Table {
         Some(entry_at(&self.arena, (self.slots[i] - 1) as usize).1)
     }
 
+    /// The slot where a lookup of `hash` starts (`None`: empty table).
+    /// For [`super::prefetch`]: a hint, read before the real lookup.
+    #[inline]
+    pub(super) fn first_slot(&self, hash: u64) -> Option<&u32> {
+        self.slots
+            .get(slot_of(hash) & self.slots.len().wrapping_sub(1))
+    }
+
+    /// Where the entry of a (non-empty, non-tombstone) slot value starts;
+    /// for prefetching only, so it is not bounds-checked and never read.
+    #[inline]
+    pub(super) fn entry_ptr(&self, slot: u32) -> Option<*const u8> {
+        (slot != EMPTY && slot != TOMBSTONE)
+            .then(|| self.arena.as_ptr().wrapping_add((slot - 1) as usize))
+    }
+
     /// All live `(name, payload)` entries, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.slots
