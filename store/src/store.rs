@@ -192,7 +192,13 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-            };
+            }
+            // A connection to a local file cannot go stale the way a network
+            // connection can, so the pool's ping before every acquire is a
+            // wasted round trip through the connection's worker thread: it
+            // was a visible share of the updater's CPU on `nochg` (every
+            // mirror poll acquires) and of every feed catch-up.
+            .test_before_acquire(false);
             let pool = options
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
