@@ -356,15 +356,23 @@ impl Store {
         // `pruned_through` come from the same snapshot, so a prune that ran
         // before is seen in both, and a reader never takes a pruned-into
         // log for a complete one.
-        let rows = sqlx::query(
+        //
+        // The limit is written into the statement, not bound: SQLite (with
+        // STAT4, as sqlx bundles it) re-plans a statement whose `LIMIT ?` is
+        // re-bound, and it did so on every poll (a full parse and plan each
+        // time, measured with `sqlite3_stmt_status(REPREPARE)`). Callers use
+        // a few constant limits, so each is prepared once and cached; the
+        // text is an integer we format, never input.
+        let sql = format!(
             "SELECT s.pruned_through, c.serial, c.zone, c.name, c.kind, c.committed_at \
              FROM change_log_state s LEFT JOIN changes c ON c.serial > ? \
-             WHERE s.id = 1 ORDER BY c.serial LIMIT ?",
-        )
-        .bind(to_i64(serial)?)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE s.id = 1 ORDER BY c.serial LIMIT {}",
+            limit.max(1)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64(serial)?)
+            .fetch_all(&self.pool)
+            .await?;
         let Some(first) = rows.first() else {
             return Err(corrupt("change_log_state has no row".to_owned()));
         };
