@@ -21,12 +21,12 @@
 //! - `tls`, `metrics`; this file: configuration, listeners, shutdown.
 
 mod auth;
-mod commit;
 mod limit;
 mod metrics;
 mod mirror;
 mod protocol;
 pub mod proxy;
+mod seen;
 mod service;
 mod tls;
 
@@ -157,7 +157,7 @@ pub(crate) struct State {
     pub(crate) failures_by_host: limit::Limiter<Name>,
     pub(crate) updates_by_host: limit::Limiter<Name>,
     pub(crate) metrics: Arc<metrics::Metrics>,
-    pub(crate) seen: Arc<commit::Seen>,
+    pub(crate) seen: Arc<seen::Seen>,
     pub(crate) mirror: Arc<mirror::Mirror>,
 }
 
@@ -205,7 +205,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         listeners.push((listener, local, secure));
     }
     let metrics = Arc::new(metrics::Metrics::default());
-    let seen = Arc::new(commit::Seen::default());
+    let seen = Arc::new(seen::Seen::default());
     let (stop, stopped) = watch::channel(false);
     let flusher =
         seen.clone()
