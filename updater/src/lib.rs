@@ -14,7 +14,8 @@
 //!   argon2 verifier;
 //! - `limit`: token buckets for failures and changes;
 //! - [`proxy`]: the client address behind trusted proxies;
-//! - `commit`: group commit and batched last-seen times;
+//! - `seen`: batched last-seen times of `nochg` answers (changes go
+//!   through the store's group commit, `Store::update_host`);
 //! - `mirror`: the in-memory copy of the hosts that answers cached,
 //!   unchanged updates without a database query, following the change log;
 //! - `service`: one request from routing to answer;
