@@ -89,16 +89,14 @@ pub(super) fn batch<'q>(
                 prefetch(slot);
             }
         }
-        // Level 4: the arena entry that slot names (name, then payload: an
-        // entry is 30-100 octets, so it may run into the next line).
+        // Level 4: the arena entry the lookup will compare (the first slot
+        // of the probe whose tag matches; name, then payload: an entry is
+        // 30-100 octets, so it may run into the next line).
         for &h in &hashes[..n] {
             if h == u64::MAX {
                 continue;
             }
-            let Some(table) = snapshot.table_of(h) else {
-                continue;
-            };
-            if let Some(entry) = table.first_slot(h).and_then(|&s| table.entry_ptr(s)) {
+            if let Some(entry) = snapshot.table_of(h).and_then(|t| t.entry_hint(h)) {
                 prefetch(entry);
                 prefetch(entry.wrapping_add(64));
             }
