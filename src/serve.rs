@@ -87,13 +87,18 @@ fn replies_with_counts(
         .into_iter()
         .map(|(reply, len)| {
             let end = start + len;
-            let rejected = report
+            // Changes with a rejection: a packed batch of hosts
+            // (`Change::UpsertAddressHosts`) can have several, listed one
+            // after another under its index.
+            let mut rejected: Vec<usize> = report
                 .rejected
                 .iter()
-                .filter(|(index, _)| (start..end).contains(index))
-                .count();
+                .map(|&(index, _)| index)
+                .filter(|index| (start..end).contains(index))
+                .collect();
+            rejected.dedup();
             start = end;
-            (reply, len - rejected)
+            (reply, len - rejected.len())
         })
         .collect()
 }

@@ -199,13 +199,22 @@ impl NameKey {
 /// `@`-free, always taken as absolute) to wire form, keeping case.
 /// Supports `\.`-style and `\DDD` escapes (RFC 1035 §5.1).
 pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
-    let text = text.as_bytes();
     let mut out = Vec::with_capacity(text.len() + 2);
+    name_from_text_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`name_from_text`] appended to `out`, for callers that convert a
+/// million names into one reused buffer (a bulk load). On error `out`
+/// holds a partial name: the caller discards it.
+pub fn name_from_text_into(text: &str, out: &mut Vec<u8>) -> Result<(), NameError> {
+    let text = text.as_bytes();
+    let start = out.len();
     if text.is_empty() || text == b"." {
         out.push(0);
-        return Ok(out);
+        return Ok(());
     }
-    let mut label_start = 0;
+    let mut label_start = out.len();
     out.push(0);
     let mut i = 0;
     while i < text.len() {
@@ -225,7 +234,7 @@ pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
                 i += 1;
                 if i == text.len() {
                     // Trailing dot: the placeholder just pushed is the root.
-                    return finish(out);
+                    return check_length(out.len() - start);
                 }
                 continue;
             }
@@ -260,14 +269,14 @@ pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
     }
     out[label_start] = len as u8;
     out.push(0);
-    finish(out)
+    check_length(out.len() - start)
 }
 
-fn finish(out: Vec<u8>) -> Result<Vec<u8>, NameError> {
-    if out.len() > MAX_NAME_LEN {
+fn check_length(len: usize) -> Result<(), NameError> {
+    if len > MAX_NAME_LEN {
         Err(NameError::NameTooLong)
     } else {
-        Ok(out)
+        Ok(())
     }
 }
 
