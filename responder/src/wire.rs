@@ -214,6 +214,23 @@ pub fn name_from_text_into(text: &str, out: &mut Vec<u8>) -> Result<(), NameErro
         out.push(0);
         return Ok(());
     }
+    // Without escapes (nearly every name) a label is a slice between dots,
+    // copied whole instead of octet by octet.
+    let body = text.strip_suffix(b".").unwrap_or(text);
+    if !body.contains(&b'\\') {
+        for label in body.split(|&c| c == b'.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel);
+            }
+            if label.len() > MAX_LABEL_LEN {
+                return Err(NameError::LabelTooLong);
+            }
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        return check_length(out.len() - start);
+    }
     let mut label_start = out.len();
     out.push(0);
     let mut i = 0;
@@ -370,6 +387,33 @@ mod tests {
         );
         let long = vec!["abcdefghi"; 30].join(".");
         assert_eq!(name_from_text(&long), Err(NameError::NameTooLong));
+    }
+
+    /// Names without escapes take a shortcut; writing their first letter
+    /// as `\DDD` sends the same name down the escape path: both must give
+    /// the same wire name or the same error.
+    #[test]
+    fn unescaped_shortcut_equals_escape_path() {
+        let x63 = "x".repeat(63);
+        let x64 = "x".repeat(64);
+        let near = vec!["x".repeat(62); 4].join(".");
+        let over = vec!["x".repeat(63); 4].join(".");
+        let cases = [
+            "x", "x.", "x.y", "X.Y.", "x..y", "x.y..", "x.y.", "x..", &x63, &x64, &near, &over,
+        ];
+        for text in cases {
+            let escaped = format!("\\{:03}{}", text.as_bytes()[0], &text[1..]);
+            let mut plain = vec![7];
+            let mut slow = vec![7];
+            let a = name_from_text_into(text, &mut plain);
+            let b = name_from_text_into(&escaped, &mut slow);
+            assert_eq!(a, b, "{text:?}");
+            if a.is_ok() {
+                assert_eq!(plain, slow, "{text:?}");
+                assert_eq!(plain[0], 7, "appended after what was there");
+            }
+        }
+        assert_eq!(name_from_text(".x"), Err(NameError::EmptyLabel));
     }
 
     #[test]

@@ -214,6 +214,12 @@ impl AddressHosts {
         });
     }
 
+    /// Room for `hosts` more hosts with `name_bytes` octets of names.
+    pub fn reserve(&mut self, hosts: usize, name_bytes: usize) {
+        self.hosts.reserve(hosts);
+        self.names.reserve(name_bytes);
+    }
+
     pub fn len(&self) -> usize {
         self.hosts.len()
     }

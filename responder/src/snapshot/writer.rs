@@ -480,7 +480,9 @@ impl SnapshotWriter {
                 rejected(e.into());
                 continue;
             }
-            wire::lowercase_in_place(&mut name);
+            // The whole name at once: its length octets (at most 63) are
+            // never ASCII letters, so only label octets change.
+            name.make_ascii_lowercase();
             if name == apex_lower {
                 rejected(ApplyError::HostAtApex(host.name.to_owned()));
                 continue;
