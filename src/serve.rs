@@ -132,8 +132,17 @@ impl WriterThread {
                             // publish: one publish per drain, never per job.
                             let (changes, replies, publish) = drain_jobs(first, &rx);
                             let count = changes.len();
+                            // Names, not changes: a packed batch of hosts
+                            // counts as its hosts (a load hands over a few
+                            // dozen of them, and must still free memory).
+                            staged += changes
+                                .iter()
+                                .map(|change| match change {
+                                    Change::UpsertAddressHosts(hosts) => hosts.len(),
+                                    _ => 1,
+                                })
+                                .sum::<usize>();
                             let report = writer.stage(changes);
-                            staged += count;
                             if publish == Publish::Now {
                                 writer.publish();
                                 let published = std::mem::take(&mut staged);
