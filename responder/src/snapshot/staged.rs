@@ -199,6 +199,11 @@ impl Staged {
 }
 
 impl ShardOrder {
+    /// Live entries.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The runs of entries of one shard each: `(shard, [(name, hash, payload)])`.
     pub(super) fn runs(&self) -> impl Iterator<Item = (usize, Run<'_>)> + '_ {
         let mut rest = &self.entries[..];
