@@ -241,10 +241,6 @@ impl<'a> Run<'a> {
             (name, hash, payload)
         })
     }
-
-    pub(super) fn len(&self) -> usize {
-        self.entries.len()
-    }
 }
 
 #[cfg(test)]

@@ -720,16 +720,29 @@ impl SnapshotWriter {
         // Shards with staged entries (and maybe pending ones), in order...
         let runs: Vec<(usize, Run<'_>)> = staged.runs().collect();
         let build = |part: &[(usize, Run<'_>)]| -> Vec<Table> {
+            // One list of changes and one of entries for every shard: no
+            // temporaries freed between the tables, which live on (a
+            // helper thread's heap is not given back as the writer's is).
+            let mut changes: Vec<TableUpdate<'_>> = Vec::new();
+            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::new();
             part.iter()
                 .map(|(index, run)| {
                     let pending = by_shard.get(index).map_or(&[][..], Vec::as_slice);
-                    let mut changes: Vec<TableUpdate<'_>> =
-                        Vec::with_capacity(pending.len() + run.len());
+                    changes.clear();
                     for (name, payload) in pending {
                         changes.push((name, self.hasher.hash(name), payload.as_deref()));
                     }
                     changes.extend(run.iter().map(|(n, h, p)| (n, h, Some(p))));
-                    self.shard_with(self.current.shards[*index], &changes)
+                    match self.current.shards[*index] {
+                        // A new shard (a load): only the changes.
+                        None => {
+                            entries.clear();
+                            entries
+                                .extend(changes.iter().filter_map(|&(n, h, p)| Some((n, h, p?))));
+                            Table::build(&entries)
+                        }
+                        old => self.shard_with(old, &changes),
+                    }
                 })
                 .collect()
         };
