@@ -200,9 +200,11 @@ impl Follower {
             // The apex first (hosts need their zone), the statics at the end.
             stage(vec![Change::UpsertZone(zone_data(&zone, Vec::new()))]).await?;
             let split = split_zone(&self.store, &zone, async |split| {
-                let ready = split.take_ready();
+                // Packed: no strings per name (see `AddressHosts`).
+                let mut ready = ddserver_responder::AddressHosts::new(name.as_str());
+                split.take_ready(&mut ready);
                 names += ready.len();
-                stage(ready.into_iter().map(|h| upsert(&name, h)).collect()).await
+                stage(vec![Change::UpsertAddressHosts(ready)]).await
             })
             .await?;
             // Names handed out twice (their second address came a page

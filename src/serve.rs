@@ -87,13 +87,18 @@ fn replies_with_counts(
         .into_iter()
         .map(|(reply, len)| {
             let end = start + len;
-            let rejected = report
+            // Changes with a rejection: a packed batch of hosts
+            // (`Change::UpsertAddressHosts`) can have several, listed one
+            // after another under its index.
+            let mut rejected: Vec<usize> = report
                 .rejected
                 .iter()
-                .filter(|(index, _)| (start..end).contains(index))
-                .count();
+                .map(|&(index, _)| index)
+                .filter(|index| (start..end).contains(index))
+                .collect();
+            rejected.dedup();
             start = end;
-            (reply, len - rejected)
+            (reply, len - rejected.len())
         })
         .collect()
 }
@@ -127,8 +132,17 @@ impl WriterThread {
                             // publish: one publish per drain, never per job.
                             let (changes, replies, publish) = drain_jobs(first, &rx);
                             let count = changes.len();
+                            // Names, not changes: a packed batch of hosts
+                            // counts as its hosts (a load hands over a few
+                            // dozen of them, and must still free memory).
+                            staged += changes
+                                .iter()
+                                .map(|change| match change {
+                                    Change::UpsertAddressHosts(hosts) => hosts.len(),
+                                    _ => 1,
+                                })
+                                .sum::<usize>();
                             let report = writer.stage(changes);
-                            staged += count;
                             if publish == Publish::Now {
                                 writer.publish();
                                 let published = std::mem::take(&mut staged);

@@ -18,7 +18,7 @@ use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
-use ddserver_responder::{Change, HostData, RecordData, StaticRecord, ZoneData};
+use ddserver_responder::{AddressHosts, Change, HostData, RecordData, StaticRecord, ZoneData};
 use ddserver_store::{
     RecordPage, RecordType, RecordValue, ServedHost, ServedHostPages, StaticRecordPages, Store,
     StoreError, StoredRecordRef, Zone,
@@ -57,7 +57,7 @@ pub(crate) async fn split_zone(
         .with_context(|| format!("reading the static records of {}", zone.name))?;
     let mut split = Splitter::new(zone.name.as_str());
     // Sized once: growing the index rehashes every name so far.
-    split.reserve(pages.remaining_hint());
+    split.expect(pages.remaining_hint());
     let mut pages = read_ahead(pages);
     while let Some(page) = pages.recv().await {
         let page = page?;
@@ -260,6 +260,14 @@ pub(crate) struct Splitter<'z> {
     statics: Vec<StaticRecord>,
     /// Candidates (and former candidates, `None`) in first-seen order.
     candidates: Vec<Option<Candidate>>,
+    /// The candidates' names, one after another (one allocation for all
+    /// instead of one per name: a million frees at the end of the zone
+    /// were on the load's critical path).
+    names: String,
+    /// Records the zone is expected to have ([`Self::expect`]), and the
+    /// candidates handed out so far: a sizing hint for the writer.
+    expected: usize,
+    handed_out: usize,
     /// Indexes into `candidates` by the hash of the relative owner, for
     /// names seen with an address record (other owners are not tracked).
     /// Index-only: the name lives in the candidate, not again as a key
@@ -279,30 +287,25 @@ pub(crate) struct Splitter<'z> {
     retracted: Vec<String>,
 }
 
-/// A plain address name so far: half the size of a `HostData`, which is
-/// made only when the name is handed out (a million of these are held
-/// until the zone's last page).
+/// A plain address name so far: a third of the size of a `HostData`
+/// (a million of these are held until the zone's last page).
 struct Candidate {
-    name: Box<str>,
+    /// Where the name is in [`Splitter::names`].
+    name_at: usize,
+    name_len: u16,
     ipv4: Option<Ipv4Addr>,
     ipv6: Option<Ipv6Addr>,
     ttl: u32,
 }
 
 impl Candidate {
-    fn host(&self) -> HostData {
-        HostData {
-            name: self.name.to_string(),
-            ipv4: self.ipv4,
-            ipv6: self.ipv6,
-            ttl: Some(self.ttl),
-            ..HostData::default()
-        }
+    fn name<'n>(&self, names: &'n str) -> &'n str {
+        &names[self.name_at..self.name_at + usize::from(self.name_len)]
     }
 
-    fn into_host(self) -> HostData {
+    fn host(&self, names: &str) -> HostData {
         HostData {
-            name: self.name.into_string(),
+            name: self.name(names).to_owned(),
             ipv4: self.ipv4,
             ipv6: self.ipv6,
             ttl: Some(self.ttl),
@@ -335,6 +338,9 @@ impl<'z> Splitter<'z> {
             apex,
             statics: Vec::new(),
             candidates: Vec::new(),
+            names: String::new(),
+            expected: 0,
+            handed_out: 0,
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
             cuts: HashSet::default(),
@@ -349,9 +355,19 @@ impl<'z> Splitter<'z> {
     pub(crate) fn reserve(&mut self, records: usize) {
         self.candidates.reserve(records);
         self.flags.reserve(records);
-        let (candidates, hasher) = (&self.candidates, &self.hasher);
+        let (candidates, names, hasher) = (&self.candidates, &self.names, &self.hasher);
         self.index
-            .reserve(records, |at| live_hash(candidates, hasher, at));
+            .reserve(records, |at| live_hash(candidates, names, hasher, at));
+    }
+
+    /// The zone has about `records` records (an upper bound is fine): room
+    /// for them, and the hint [`Self::take_ready`] passes on.
+    pub(crate) fn expect(&mut self, records: usize) {
+        self.expected = records;
+        self.reserve(records);
+        // Most names of a big zone are short (`h0000001`); growing the
+        // names string past this copies it, which is cheap next to the rest.
+        self.names.reserve(records.saturating_mul(8));
     }
 
     /// The live candidate for `owner`, if any.
@@ -360,7 +376,7 @@ impl<'z> Splitter<'z> {
             .find(hash, |&at| {
                 self.candidates[at as usize]
                     .as_ref()
-                    .is_some_and(|h| &*h.name == owner)
+                    .is_some_and(|h| h.name(&self.names) == owner)
             })
             .map(|&at| at as usize)
     }
@@ -373,8 +389,11 @@ impl<'z> Splitter<'z> {
             _ => None,
         };
         let plain = |owner: &str| owner != "@" && !owner.starts_with('*');
+        // A name longer than a `u16` is no DNS name: the static path
+        // rejects it with a proper error.
         if let Some(address) = address
             && plain(owner)
+            && let Ok(name_len) = u16::try_from(owner.len())
             && !self.others.contains(owner)
         {
             let ttl = stored.ttl;
@@ -383,11 +402,14 @@ impl<'z> Splitter<'z> {
                 Some(at) => at,
                 None => {
                     let at = self.candidates.len() as u32;
-                    let (candidates, hasher) = (&self.candidates, &self.hasher);
+                    let (candidates, names, hasher) = (&self.candidates, &self.names, &self.hasher);
                     self.index
-                        .insert_unique(hash, at, |at| live_hash(candidates, hasher, at));
+                        .insert_unique(hash, at, |at| live_hash(candidates, names, hasher, at));
+                    let name_at = self.names.len();
+                    self.names.push_str(owner);
                     self.candidates.push(Some(Candidate {
-                        name: owner.into(),
+                        name_at,
+                        name_len,
                         ipv4: None,
                         ipv6: None,
                         ttl,
@@ -440,31 +462,42 @@ impl<'z> Splitter<'z> {
             return;
         };
         // Out of the index too: it only ever holds live candidates.
+        let name = host.name(&self.names);
         if let Ok(entry) = self
             .index
-            .find_entry(self.hasher.hash_one(&*host.name), |&i| i as usize == at)
+            .find_entry(self.hasher.hash_one(name), |&i| i as usize == at)
         {
             entry.remove();
         }
-        self.statics.extend(address_records(&host));
+        self.statics.extend(address_records(&host, name));
         if self.flags[at] & HANDED_OUT != 0 {
-            self.retracted.push(host.name.into_string());
+            self.retracted.push(name.to_owned());
         }
     }
 
-    /// The candidates created or changed since the last call, as they are
-    /// now. A later record may still demote one (see [`Split::retracted`])
-    /// or give it its other address (it is handed out again).
-    pub(crate) fn take_ready(&mut self) -> Vec<HostData> {
-        let mut ready = Vec::with_capacity(self.changed.len());
+    /// Appends to `ready` the candidates created or changed since the last
+    /// call, as they are now. A later record may still demote one (see
+    /// [`Split::retracted`]) or give it its other address (it is handed
+    /// out again). `ready` learns how many hosts to expect in all.
+    pub(crate) fn take_ready(&mut self, ready: &mut AddressHosts) {
+        // Sized once per page: growing the batch copied it (profile).
+        let name_bytes = self
+            .changed
+            .iter()
+            .filter_map(|&at| self.candidates[at as usize].as_ref())
+            .map(|host| usize::from(host.name_len))
+            .sum();
+        ready.reserve(self.changed.len(), name_bytes);
         for at in self.changed.drain(..) {
             let at = at as usize;
             self.flags[at] = HANDED_OUT;
             if let Some(host) = &self.candidates[at] {
-                ready.push(host.host());
+                let name = host.name(&self.names);
+                ready.push(name, host.ipv4, host.ipv6, Some(host.ttl));
+                self.handed_out += 1;
             }
         }
-        ready
+        ready.expect(self.expected.saturating_sub(self.handed_out) + ready.len());
     }
 
     /// The statics, the plain address names not handed out yet and the
@@ -475,6 +508,9 @@ impl<'z> Splitter<'z> {
             apex,
             mut statics,
             candidates,
+            names,
+            expected: _,
+            handed_out: _,
             index,
             hasher: _,
             cuts,
@@ -512,14 +548,15 @@ impl<'z> Splitter<'z> {
         let mut hosts = Vec::new();
         for (host, flags) in candidates.into_iter().zip(flags) {
             let Some(host) = host else { continue };
-            if below_cut(&host.name) || keep.contains(&*host.name) {
-                statics.extend(address_records(&host));
+            let name = host.name(&names);
+            if below_cut(name) || keep.contains(name) {
+                statics.extend(address_records(&host, name));
                 if flags & HANDED_OUT != 0 {
-                    retracted.push(host.name.into_string());
+                    retracted.push(name.to_owned());
                 }
             } else if flags != HANDED_OUT {
                 // Never handed out, or changed since.
-                hosts.push(host.into_host());
+                hosts.push(host.host(&names));
             }
         }
         Split {
@@ -534,21 +571,23 @@ impl<'z> Splitter<'z> {
 /// live candidates only).
 fn live_hash(
     candidates: &[Option<Candidate>],
+    names: &str,
     hasher: &foldhash::fast::RandomState,
     at: &u32,
 ) -> u64 {
     candidates[*at as usize]
         .as_ref()
-        .map_or(0, |h| hasher.hash_one(&*h.name))
+        .map_or(0, |h| hasher.hash_one(h.name(names)))
 }
 
-/// A candidate's address records, as statics again.
-fn address_records(host: &Candidate) -> impl Iterator<Item = StaticRecord> + '_ {
+/// A candidate's address records (its name is `name`), as statics again.
+fn address_records(host: &Candidate, name: &str) -> impl Iterator<Item = StaticRecord> {
     let ttl = host.ttl;
     let v4 = host.ipv4.map(RecordData::A);
     let v6 = host.ipv6.map(RecordData::Aaaa);
+    let name = name.to_owned();
     v4.into_iter().chain(v6).map(move |data| StaticRecord {
-        owner: host.name.to_string(),
+        owner: name.clone(),
         ttl,
         data,
     })
@@ -605,8 +644,10 @@ mod tests {
         let mut served = std::collections::BTreeMap::new();
         for record in &records {
             streamed.add(*record).unwrap();
-            for host in streamed.take_ready() {
-                served.insert(host.name.clone(), host);
+            let mut ready = AddressHosts::new("example");
+            streamed.take_ready(&mut ready);
+            for host in ready.iter() {
+                served.insert(host.name.to_owned(), host.to_host_data());
             }
         }
         let end = streamed.finish(&["ns1.example".to_owned()]);

@@ -37,7 +37,9 @@ pub use render::RenderError;
 pub use snapshot::{
     ApplyError, ApplyReport, HandlerConfig, Shared, Snapshot, SnapshotView, SnapshotWriter,
 };
-pub use zone::{Change, HostData, RecordData, Soa, StaticRecord, ZoneData};
+pub use zone::{
+    AddressHost, AddressHosts, Change, HostData, RecordData, Soa, StaticRecord, ZoneData,
+};
 
 /// How a query arrived. Decides the response size limit (RFC 1035 §4.2.1,
 /// RFC 6891 §6.2.5: UDP answers never exceed what the client advertised;

@@ -19,6 +19,7 @@
 //! written uncompressed (allowed everywhere; required for SRV by RFC 2782).
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::wire::{
     self, CLASS_IN, NameError, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_NS, TYPE_SOA, TYPE_TXT,
@@ -72,21 +73,37 @@ pub(crate) fn name(text: &str) -> Result<Vec<u8>, RenderError> {
 
 /// Wire form of `relative` under the wire-form `apex` (`@`/empty = apex).
 pub(crate) fn owner_name(relative: &str, apex: &[u8]) -> Result<Vec<u8>, RenderError> {
+    let mut wire = Vec::with_capacity(relative.len() + 2 + apex.len());
+    owner_name_into(relative, apex, &mut wire)?;
+    Ok(wire)
+}
+
+/// [`owner_name`] into `out` (cleared first): a bulk load renders every
+/// name into one reused buffer instead of allocating one per name.
+pub(crate) fn owner_name_into(
+    relative: &str,
+    apex: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), RenderError> {
+    out.clear();
     if relative.is_empty() || relative == "@" {
-        return Ok(apex.to_vec());
+        out.extend_from_slice(apex);
+        return Ok(());
     }
     let rel = relative.strip_suffix('.').unwrap_or(relative);
-    let mut wire = name(rel)?;
-    wire.pop();
-    wire.reserve_exact(apex.len());
-    wire.extend_from_slice(apex);
-    if wire.len() > wire::MAX_NAME_LEN {
+    wire::name_from_text_into(rel, out).map_err(|reason| RenderError::Name {
+        name: rel.to_owned(),
+        reason,
+    })?;
+    out.pop();
+    out.extend_from_slice(apex);
+    if out.len() > wire::MAX_NAME_LEN {
         return Err(RenderError::Name {
             name: relative.to_owned(),
             reason: NameError::NameTooLong,
         });
     }
-    Ok(wire)
+    Ok(())
 }
 
 /// Pushes character-strings (RFC 1035 §3.3), splitting long values.
@@ -156,6 +173,24 @@ pub(crate) struct PayloadBuilder {
 impl PayloadBuilder {
     pub(crate) fn new(kind: u8) -> Self {
         Self { out: vec![kind] }
+    }
+
+    /// A builder writing into `buf` (emptied first), to reuse its memory.
+    pub(crate) fn reusing(mut buf: Vec<u8>, kind: u8) -> Self {
+        buf.clear();
+        buf.push(kind);
+        Self { out: buf }
+    }
+
+    /// The A and AAAA RRsets of a host.
+    fn addresses(&mut self, ttl: u32, ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>) {
+        // Address RDATA is 4 or 16 octets: rendering cannot fail.
+        if let Some(a) = ipv4 {
+            let _ = self.rrset(TYPE_A, CLASS_IN, ttl, [&a.octets()[..]]);
+        }
+        if let Some(a) = ipv6 {
+            let _ = self.rrset(TYPE_AAAA, CLASS_IN, ttl, [&a.octets()[..]]);
+        }
     }
 
     /// Appends an RRset whose owner is the question-name placeholder. All
@@ -242,16 +277,23 @@ pub(crate) fn host_payload(host: &HostData, zone_default: u32, has_acme: bool) -
     let flags =
         if host.wildcard { FLAG_WILDCARD } else { 0 } | if has_acme { FLAG_HAS_ACME } else { 0 };
     let mut b = PayloadBuilder::new(KIND_HOST | flags);
-    let ttl = host_ttl(host, zone_default);
     if host.serves_addresses() {
-        // Address RDATA is 4 or 16 octets: rendering cannot fail.
-        if let Some(a) = host.ipv4 {
-            let _ = b.rrset(TYPE_A, CLASS_IN, ttl, [&a.octets()[..]]);
-        }
-        if let Some(a) = host.ipv6 {
-            let _ = b.rrset(TYPE_AAAA, CLASS_IN, ttl, [&a.octets()[..]]);
-        }
+        b.addresses(host_ttl(host, zone_default), host.ipv4, host.ipv6);
     }
+    b.finish()
+}
+
+/// The payload of a host with addresses only (no flags, no ACME name):
+/// [`host_payload`] rendered into `buf`, which a bulk load reuses for
+/// every name.
+pub(crate) fn address_host_payload(
+    buf: Vec<u8>,
+    ttl: u32,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+) -> Vec<u8> {
+    let mut b = PayloadBuilder::reusing(buf, KIND_HOST);
+    b.addresses(ttl, ipv4, ipv6);
     b.finish()
 }
 

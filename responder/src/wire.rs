@@ -199,13 +199,39 @@ impl NameKey {
 /// `@`-free, always taken as absolute) to wire form, keeping case.
 /// Supports `\.`-style and `\DDD` escapes (RFC 1035 §5.1).
 pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
-    let text = text.as_bytes();
     let mut out = Vec::with_capacity(text.len() + 2);
+    name_from_text_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`name_from_text`] appended to `out`, for callers that convert a
+/// million names into one reused buffer (a bulk load). On error `out`
+/// holds a partial name: the caller discards it.
+pub fn name_from_text_into(text: &str, out: &mut Vec<u8>) -> Result<(), NameError> {
+    let text = text.as_bytes();
+    let start = out.len();
     if text.is_empty() || text == b"." {
         out.push(0);
-        return Ok(out);
+        return Ok(());
     }
-    let mut label_start = 0;
+    // Without escapes (nearly every name) a label is a slice between dots,
+    // copied whole instead of octet by octet.
+    let body = text.strip_suffix(b".").unwrap_or(text);
+    if !body.contains(&b'\\') {
+        for label in body.split(|&c| c == b'.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel);
+            }
+            if label.len() > MAX_LABEL_LEN {
+                return Err(NameError::LabelTooLong);
+            }
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        return check_length(out.len() - start);
+    }
+    let mut label_start = out.len();
     out.push(0);
     let mut i = 0;
     while i < text.len() {
@@ -225,7 +251,7 @@ pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
                 i += 1;
                 if i == text.len() {
                     // Trailing dot: the placeholder just pushed is the root.
-                    return finish(out);
+                    return check_length(out.len() - start);
                 }
                 continue;
             }
@@ -260,14 +286,14 @@ pub fn name_from_text(text: &str) -> Result<Vec<u8>, NameError> {
     }
     out[label_start] = len as u8;
     out.push(0);
-    finish(out)
+    check_length(out.len() - start)
 }
 
-fn finish(out: Vec<u8>) -> Result<Vec<u8>, NameError> {
-    if out.len() > MAX_NAME_LEN {
+fn check_length(len: usize) -> Result<(), NameError> {
+    if len > MAX_NAME_LEN {
         Err(NameError::NameTooLong)
     } else {
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -361,6 +387,33 @@ mod tests {
         );
         let long = vec!["abcdefghi"; 30].join(".");
         assert_eq!(name_from_text(&long), Err(NameError::NameTooLong));
+    }
+
+    /// Names without escapes take a shortcut; writing their first letter
+    /// as `\DDD` sends the same name down the escape path: both must give
+    /// the same wire name or the same error.
+    #[test]
+    fn unescaped_shortcut_equals_escape_path() {
+        let x63 = "x".repeat(63);
+        let x64 = "x".repeat(64);
+        let near = vec!["x".repeat(62); 4].join(".");
+        let over = vec!["x".repeat(63); 4].join(".");
+        let cases = [
+            "x", "x.", "x.y", "X.Y.", "x..y", "x.y..", "x.y.", "x..", &x63, &x64, &near, &over,
+        ];
+        for text in cases {
+            let escaped = format!("\\{:03}{}", text.as_bytes()[0], &text[1..]);
+            let mut plain = vec![7];
+            let mut slow = vec![7];
+            let a = name_from_text_into(text, &mut plain);
+            let b = name_from_text_into(&escaped, &mut slow);
+            assert_eq!(a, b, "{text:?}");
+            if a.is_ok() {
+                assert_eq!(plain, slow, "{text:?}");
+                assert_eq!(plain[0], 7, "appended after what was there");
+            }
+        }
+        assert_eq!(name_from_text(".x"), Err(NameError::EmptyLabel));
     }
 
     #[test]

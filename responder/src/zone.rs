@@ -128,6 +128,132 @@ pub enum Change {
     RemoveZone(String),
     /// Set a zone's SOA serial (zone name, serial).
     SetSoaSerial(String, u32),
+    /// Create or replace many hosts of one zone that have addresses only:
+    /// the same as one [`Change::UpsertHost`] each, in order, packed for a
+    /// bulk load (see [`AddressHosts`]).
+    UpsertAddressHosts(AddressHosts),
+}
+
+/// Hosts of one zone with nothing but addresses and a TTL (no TXT tokens,
+/// no flags), packed: the names one after another in one string.
+///
+/// A start-up load hands the snapshot writer a million such names; as one
+/// [`Change::UpsertHost`] each, every name cost two strings allocated on
+/// the loading thread and freed on the writer's (and the zone name cloned
+/// per host), the largest cost of the load after the database read
+/// (profile of the 1M-name start, bench/README.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddressHosts {
+    zone: String,
+    /// The hosts' names (relative to the zone), concatenated.
+    names: String,
+    hosts: Vec<PackedAddressHost>,
+    expected: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedAddressHost {
+    /// End of the name in `names` (it starts where the previous one ends).
+    name_end: usize,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    ttl: Option<u32>,
+}
+
+/// One host of an [`AddressHosts`] batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressHost<'a> {
+    /// Relative to the zone.
+    pub name: &'a str,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Record TTL; the zone's `default_ttl` when `None`.
+    pub ttl: Option<u32>,
+}
+
+impl AddressHost<'_> {
+    /// The same host as a [`HostData`].
+    pub fn to_host_data(&self) -> HostData {
+        HostData {
+            name: self.name.to_owned(),
+            ipv4: self.ipv4,
+            ipv6: self.ipv6,
+            ttl: self.ttl,
+            ..HostData::default()
+        }
+    }
+}
+
+impl AddressHosts {
+    /// An empty batch for the zone `zone` (absolute).
+    pub fn new(zone: impl Into<String>) -> Self {
+        Self {
+            zone: zone.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// Appends a host; `name` is relative to the zone.
+    pub fn push(
+        &mut self,
+        name: &str,
+        ipv4: Option<Ipv4Addr>,
+        ipv6: Option<Ipv6Addr>,
+        ttl: Option<u32>,
+    ) {
+        self.names.push_str(name);
+        self.hosts.push(PackedAddressHost {
+            name_end: self.names.len(),
+            ipv4,
+            ipv6,
+            ttl,
+        });
+    }
+
+    /// Room for `hosts` more hosts with `name_bytes` octets of names.
+    pub fn reserve(&mut self, hosts: usize, name_bytes: usize) {
+        self.hosts.reserve(hosts);
+        self.names.reserve(name_bytes);
+    }
+
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The hosts, in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = AddressHost<'_>> + '_ {
+        let mut start = 0;
+        self.hosts.iter().map(move |host| {
+            let name = &self.names[start..host.name_end];
+            start = host.name_end;
+            AddressHost {
+                name,
+                ipv4: host.ipv4,
+                ipv6: host.ipv6,
+                ttl: host.ttl,
+            }
+        })
+    }
+
+    /// Tells the writer how many hosts the whole load will stage, this
+    /// batch included, so it sizes its index once instead of rehashing it
+    /// as it grows. Only a sizing hint.
+    pub fn expect(&mut self, hosts: usize) {
+        self.expected = hosts;
+    }
+
+    /// See [`Self::expect`]: at least this batch's length.
+    pub fn expected(&self) -> usize {
+        self.expected.max(self.hosts.len())
+    }
 }
 
 impl HostData {

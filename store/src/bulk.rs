@@ -113,8 +113,11 @@ struct IdRange {
 }
 
 impl IdRange {
-    /// The ids `sql` (`SELECT MIN(id), MAX(id) …`, with `zone_id` bound
-    /// if given) finds now.
+    /// The ids `sql` finds now: it selects the smallest and the largest
+    /// id, each in a subquery of its own (with both aggregates in one
+    /// SELECT, SQLite scans every row instead of reading the two ends of
+    /// an index: 0.1 s at a million rows), and has `zone_id` bound to both
+    /// subqueries if given.
     async fn of(
         conn: &mut AnyConnection,
         sql: &'static str,
@@ -122,7 +125,7 @@ impl IdRange {
     ) -> Result<IdRange, StoreError> {
         let mut query = sqlx::query(sql);
         if let Some(zone_id) = zone_id {
-            query = query.bind(zone_id);
+            query = query.bind(zone_id).bind(zone_id);
         }
         let row = query.fetch_one(&mut *conn).await?;
         let min: Option<i64> = row.try_get(0)?;
@@ -162,7 +165,9 @@ impl Store {
             zone_id,
             ids: IdRange::of(
                 &mut conn,
-                "SELECT MIN(id), MAX(id) FROM records WHERE zone_id = ?",
+                // records_zone_id (migration 0002) orders ids by zone.
+                "SELECT (SELECT MIN(id) FROM records WHERE zone_id = ?), \
+                 (SELECT MAX(id) FROM records WHERE zone_id = ?)",
                 Some(zone_id),
             )
             .await?,
@@ -291,7 +296,12 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         Ok(ServedHostPages {
             store: self.clone(),
-            ids: IdRange::of(&mut conn, "SELECT MIN(id), MAX(id) FROM hosts", None).await?,
+            ids: IdRange::of(
+                &mut conn,
+                "SELECT (SELECT MIN(id) FROM hosts), (SELECT MAX(id) FROM hosts)",
+                None,
+            )
+            .await?,
             zones: zone_ids(&mut conn).await?,
             chunk: chunk.max(1),
         })

@@ -17,14 +17,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::staged::Staged;
+use super::staged::{Run, Staged, Upserted};
 use super::table::{NameHasher, Table, TableUpdate};
 use super::{Retirement, SHARD_COUNT, Settings, Shared, Snapshot, ZoneTable};
 use crate::render::{
     self, FLAG_HAS_ACME, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics,
 };
 use crate::wire::{self, NameKey};
-use crate::zone::{Change, HostData, ZoneData};
+use crate::zone::{AddressHosts, Change, HostData, ZoneData};
 
 /// Handler settings (STYLE habit 7: each with its default and range).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +88,12 @@ pub struct ApplyReport {
     pub shards_rebuilt: usize,
 }
 
+/// Staged names from which the first load's publish builds its shards on
+/// two threads (below this, a second thread costs more than it saves).
+const PARALLEL_BUILD_NAMES: usize = 100_000;
+
 /// A name and its new payload (`None`: removed).
 type PendingEntry = (Vec<u8>, Option<Vec<u8>>);
-
-/// Room reserved per staged host entry in a bulk load: a 26-octet name and
-/// an A record payload, plus the entry header (measured on the benchmark
-/// zone's names; only a sizing hint).
-const HOST_ENTRY_BYTES: usize = 56;
 
 struct ZoneState {
     data: ZoneData,
@@ -202,8 +201,8 @@ impl SnapshotWriter {
             ..Default::default()
         };
         let hosts = hosts.into_iter();
-        // A bulk load: size the store once instead of growing it by rehashing.
-        self.staged.reserve(hosts.size_hint().0, HOST_ENTRY_BYTES);
+        // A bulk load: size the index once instead of growing it by rehashing.
+        self.staged.reserve(hosts.size_hint().0);
         for (i, host) in hosts.enumerate() {
             match self.upsert_host(&zone_name, &host) {
                 Ok(()) => report.applied += 1,
@@ -230,11 +229,14 @@ impl SnapshotWriter {
         let mut report = ApplyReport::default();
         let changes = changes.into_iter();
         if changes.size_hint().0 > 1024 {
-            self.staged.reserve(changes.size_hint().0, HOST_ENTRY_BYTES);
+            self.staged.reserve(changes.size_hint().0);
         }
         for (i, change) in changes.enumerate() {
             let result = match change {
                 Change::UpsertHost(zone, host) => self.upsert_host(&zone, &host),
+                Change::UpsertAddressHosts(hosts) => {
+                    self.upsert_address_hosts(&hosts, |e| report.rejected.push((i, e)))
+                }
                 Change::RemoveHost(zone, name) => self.remove_host(&zone, &name),
                 Change::UpsertZone(data) => self.upsert_zone(data),
                 Change::RemoveZone(name) => self.remove_zone(&name),
@@ -306,13 +308,26 @@ impl SnapshotWriter {
     }
 
     /// Decides a host's payload in this batch: the compact path of a load.
-    /// `hash` is the name's keyed hash.
-    fn put_host(&mut self, name: &[u8], hash: u64, payload: &[u8]) {
-        if !self.pending.is_empty() {
-            self.pending.remove(name);
+    /// `hash` is the name's keyed hash. Returns the kind octet of the
+    /// payload `name` had before ([`Self::entry_hashed`], found on the way).
+    fn put_host(&mut self, name: &[u8], hash: u64, payload: &[u8]) -> Option<u8> {
+        // A name decided in the overlay moves to the staged store: it is
+        // never in both.
+        if !self.pending.is_empty()
+            && let Some(old) = self.pending.remove(name)
+        {
+            if let Upserted::Displaced(other, payload) = self.staged.upsert(hash, name, payload) {
+                self.pending.insert(other, Some(payload));
+            }
+            return old.and_then(|p| p.first().copied());
         }
-        if let Some((other, payload)) = self.staged.insert(hash, name, payload) {
-            self.pending.insert(other, Some(payload));
+        match self.staged.upsert(hash, name, payload) {
+            Upserted::Replaced(kind) => Some(kind),
+            Upserted::New => self.current.get_hashed(hash, name).map(|p| p[0]),
+            Upserted::Displaced(other, payload) => {
+                self.pending.insert(other, Some(payload));
+                self.current.get_hashed(hash, name).map(|p| p[0])
+            }
         }
     }
 
@@ -403,14 +418,18 @@ impl SnapshotWriter {
         } else {
             Some(render::acme_payload(host, default_ttl)?)
         };
-        // One lookup tells whether the host existed and (flag in its kind
-        // octet) whether its ACME name does: at 10M names each lookup here
-        // is a cache miss, the main cost of a change. An ACME entry exists
-        // only beside its host's entry, flagged (every path that removes a
-        // host entry removes its ACME entry first), so a name that was no
-        // host has no ACME entry to look for.
+        // One probe stores the new payload and tells whether the host
+        // existed and (flag in its kind octet) whether its ACME name does:
+        // at 10M names each probe here is a cache miss, the main cost of a
+        // change. The payload does not depend on what the name held (its
+        // ACME flag says whether the new tokens have a name to live at).
+        // An ACME entry exists only beside its host's entry, flagged (every
+        // path that removes a host entry removes its ACME entry first), so
+        // a name that was no host has no ACME entry to look for.
         let hash = self.hasher.hash(&name);
-        let old_kind = self.entry_hashed(&name, hash).map(|p| p[0]);
+        let has_acme = acme_payload.is_some() && Self::acme_name(&name).is_some();
+        let payload = render::host_payload(host, default_ttl, has_acme);
+        let old_kind = self.put_host(&name, hash, &payload);
         let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
         let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
         if !was_host {
@@ -422,12 +441,6 @@ impl SnapshotWriter {
         } else {
             None
         };
-        let has_acme = acme.is_some() && acme_payload.is_some();
-        self.put_host(
-            &name,
-            hash,
-            &render::host_payload(host, default_ttl, has_acme),
-        );
         if let Some(acme) = acme {
             match acme_payload {
                 Some(payload) => {
@@ -438,6 +451,60 @@ impl SnapshotWriter {
                 }
                 None if was_acme => self.drop_name(&acme, &key),
                 None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::upsert_host`] for each host of `batch`, in order: the zone
+    /// is looked up once, names and payloads are rendered into two reused
+    /// buffers, and each name costs one probe of the staged index (a host
+    /// without TXT tokens has a payload that does not depend on what the
+    /// name held before, so it is stored first and the old kind comes back
+    /// from the same probe). A host that cannot be served goes to
+    /// `rejected`; the others still apply.
+    fn upsert_address_hosts(
+        &mut self,
+        batch: &AddressHosts,
+        mut rejected: impl FnMut(ApplyError),
+    ) -> Result<(), ApplyError> {
+        let key = Self::zone_key(batch.zone())?;
+        let state = self
+            .zones
+            .get(&key)
+            .ok_or_else(|| ApplyError::UnknownZone(batch.zone().to_owned()))?;
+        let apex_lower = state.apex_lower.clone();
+        let apex_labels = state.apex_labels;
+        let default_ttl = state.data.default_ttl;
+        self.staged.reserve(batch.expected());
+        let mut name = Vec::with_capacity(wire::MAX_NAME_LEN);
+        let mut payload = Vec::new();
+        for host in batch.iter() {
+            if let Err(e) = render::owner_name_into(host.name, &apex_lower, &mut name) {
+                rejected(e.into());
+                continue;
+            }
+            // The whole name at once: its length octets (at most 63) are
+            // never ASCII letters, so only label octets change.
+            name.make_ascii_lowercase();
+            if name == apex_lower {
+                rejected(ApplyError::HostAtApex(host.name.to_owned()));
+                continue;
+            }
+            let ttl = host.ttl.unwrap_or(default_ttl);
+            payload = render::address_host_payload(payload, ttl, host.ipv4, host.ipv6);
+            let hash = self.hasher.hash(&name);
+            let old_kind = self.put_host(&name, hash, &payload);
+            let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
+            // One label below the apex (most names of a load) has no
+            // names in between to count: skip parsing it for them.
+            let one_label = name.len() == apex_lower.len() + 1 + usize::from(name[0]);
+            if !was_host && !one_label {
+                self.add_refs(&name, apex_labels);
+            }
+            let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
+            if was_acme && let Some(acme) = Self::acme_name(&name) {
+                self.drop_name(&acme, &key);
             }
         }
         Ok(())
@@ -651,14 +718,56 @@ impl SnapshotWriter {
         let mut names = self.current.names;
         let mut rebuilt = 0;
         // Shards with staged entries (and maybe pending ones), in order...
-        for (index, run) in staged.runs() {
-            let pending = by_shard.remove(&index).unwrap_or_default();
-            let mut changes: Vec<TableUpdate<'_>> = Vec::with_capacity(pending.len() + run.len());
-            for (name, payload) in &pending {
-                changes.push((name, self.hasher.hash(name), payload.as_deref()));
-            }
-            changes.extend(run.iter().map(|(n, h, p)| (n, h, Some(p))));
-            self.replace_shard(&mut shards[index], &changes, &mut replaced, &mut names);
+        let runs: Vec<(usize, Run<'_>)> = staged.runs().collect();
+        let build = |part: &[(usize, Run<'_>)]| -> Vec<Table> {
+            // One list of changes and one of entries for every shard: no
+            // temporaries freed between the tables, which live on (a
+            // helper thread's heap is not given back as the writer's is).
+            let mut changes: Vec<TableUpdate<'_>> = Vec::new();
+            let mut entries: Vec<(&[u8], u64, &[u8])> = Vec::new();
+            part.iter()
+                .map(|(index, run)| {
+                    let pending = by_shard.get(index).map_or(&[][..], Vec::as_slice);
+                    changes.clear();
+                    for (name, payload) in pending {
+                        changes.push((name, self.hasher.hash(name), payload.as_deref()));
+                    }
+                    changes.extend(run.iter().map(|(n, h, p)| (n, h, Some(p))));
+                    match self.current.shards[*index] {
+                        // A new shard (a load): only the changes.
+                        None => {
+                            entries.clear();
+                            entries
+                                .extend(changes.iter().filter_map(|&(n, h, p)| Some((n, h, p?))));
+                            Table::build(&entries)
+                        }
+                        old => self.shard_with(old, &changes),
+                    }
+                })
+                .collect()
+        };
+        let tables = if self.current.names == 0 && staged.len() >= PARALLEL_BUILD_NAMES {
+            // The first load: nothing is served yet (the sockets open after
+            // it), so the cores are ours. The loading threads are idle by
+            // now, and the shards' builds were the last sequential part of
+            // the start (10% of the 1M load's CPU): two threads halve it.
+            // A later publish never takes a core from the workers.
+            let (first, second) = runs.split_at(runs.len() / 2);
+            std::thread::scope(|scope| {
+                let helper = scope.spawn(|| build(second));
+                let mut tables = build(first);
+                match helper.join() {
+                    Ok(rest) => tables.extend(rest),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                tables
+            })
+        } else {
+            build(&runs)
+        };
+        for ((index, _), table) in runs.iter().zip(tables) {
+            by_shard.remove(index);
+            Self::install(&mut shards[*index], table, &mut replaced, &mut names);
             rebuilt += 1;
         }
         // ...then those with pending entries only.
@@ -708,16 +817,35 @@ impl SnapshotWriter {
         replaced: &mut Vec<NonNull<Table>>,
         names: &mut usize,
     ) {
-        let old = *slot;
-        // SAFETY: `old` belongs to the current snapshot, which we hold.
+        let table = self.shard_with(*slot, changes);
+        Self::install(slot, table, replaced, names);
+    }
+
+    /// The table `old` (a shard of the current snapshot) becomes with
+    /// `changes` (distinct names) applied.
+    fn shard_with(&self, old: Option<NonNull<Table>>, changes: &[TableUpdate<'_>]) -> Table {
+        // SAFETY: `old` belongs to the current snapshot, which we hold;
+        // published tables are never mutated, so reading one from a
+        // helper thread of the publish is reading immutable memory.
         let old_table = old.map(|p| unsafe { p.as_ref() });
-        let old_len = old_table.map_or(0, Table::len);
         // Usually a copy of the shard with the change patched in; a full
         // rebuild when the shard is new, too full, or too fragmented.
-        let table = match old_table.and_then(|t| t.patched(changes)) {
+        match old_table.and_then(|t| t.patched(changes)) {
             Some(table) => table,
             None => Self::rebuild(&self.hasher, old_table, changes),
-        };
+        }
+    }
+
+    /// Points `slot` at `table`; the table it pointed at goes to `replaced`.
+    fn install(
+        slot: &mut Option<NonNull<Table>>,
+        table: Table,
+        replaced: &mut Vec<NonNull<Table>>,
+        names: &mut usize,
+    ) {
+        let old = *slot;
+        // SAFETY: as in `shard_with`: `old` is a live table of the current snapshot.
+        let old_len = old.map_or(0, |p| unsafe { p.as_ref() }.len());
         *names = *names - old_len + table.len();
         *slot = if table.len() == 0 {
             None
@@ -899,5 +1027,99 @@ mod tests {
             assert_eq!(batched.current().name_count(), want.len());
             assert_eq!(staged.current().name_count(), want.len());
         }
+    }
+
+    /// Plain address hosts grouped into packed batches give the snapshot
+    /// one `UpsertHost` each gives, whatever the names held before
+    /// (statics, empty non-terminals, hosts with ACME tokens, removed
+    /// names), and reject the same hosts.
+    #[test]
+    fn address_host_batches_equal_one_upsert_each() {
+        let address_only =
+            |h: &HostData| h.txt.is_empty() && !h.wildcard && !h.offline && !h.disabled;
+        for round in 0..120u64 {
+            let mut seed = round + 1_000_000;
+            let mut changes: Vec<Change> = (0..60).map(|_| change(&mut seed)).collect();
+            // Names a batch must reject (the apex, an empty label) and a
+            // name three labels deep (empty non-terminals above it), in
+            // round 7 in a zone that is not loaded.
+            for bad in ["@", "a..b", "deep.x.a"] {
+                changes.insert(
+                    (round as usize * 7 + bad.len()) % changes.len(),
+                    Change::UpsertHost(
+                        if round == 7 && bad == "deep.x.a" {
+                            "other"
+                        } else {
+                            "example"
+                        }
+                        .into(),
+                        HostData {
+                            name: bad.into(),
+                            ipv4: Some("192.0.2.99".parse().unwrap()),
+                            ttl: Some(30),
+                            ..HostData::default()
+                        },
+                    ),
+                );
+            }
+            let mut grouped: Vec<Change> = Vec::new();
+            for c in &changes {
+                match c {
+                    Change::UpsertHost(zone, h) if address_only(h) => {
+                        if let Some(Change::UpsertAddressHosts(batch)) = grouped.last_mut()
+                            && batch.zone() == zone
+                        {
+                            batch.push(&h.name, h.ipv4, h.ipv6, h.ttl);
+                        } else {
+                            let mut batch = AddressHosts::new(zone.clone());
+                            batch.push(&h.name, h.ipv4, h.ipv6, h.ttl);
+                            grouped.push(Change::UpsertAddressHosts(batch));
+                        }
+                    }
+                    other => grouped.push(other.clone()),
+                }
+            }
+            let mut plain = SnapshotWriter::new(&HandlerConfig::default());
+            let mut packed = SnapshotWriter::new(&HandlerConfig::default());
+            let mut staged = SnapshotWriter::new(&HandlerConfig::default());
+            for w in [&mut plain, &mut packed, &mut staged] {
+                w.apply([Change::UpsertZone(zone("example", &[]))]);
+            }
+            let want = plain.apply(changes.clone()).rejected.len();
+            assert_eq!(packed.apply(grouped.clone()).rejected.len(), want);
+            for part in grouped.chunks(7) {
+                staged.stage(part.to_vec());
+            }
+            staged.publish();
+            let want = contents(&plain);
+            assert_eq!(contents(&packed), want, "round {round}: {grouped:?}");
+            assert_eq!(contents(&staged), want, "round {round}: {grouped:?}");
+            assert_eq!(packed.current().name_count(), want.len());
+        }
+    }
+
+    /// The first load's publish builds its shards on two threads; a later
+    /// one on the writer's thread alone. Both give the same snapshot.
+    #[test]
+    fn first_load_built_on_two_threads_equals_one_thread() {
+        let mut hosts = AddressHosts::new("example");
+        for i in 0..PARALLEL_BUILD_NAMES as u32 + 5000 {
+            let v6 = (i % 10 == 0).then(|| std::net::Ipv6Addr::from(u128::from(i)));
+            hosts.push(&format!("h{i}"), Some(i.into()), v6, Some(60));
+        }
+        let statics = [("mail", RecordData::A("192.0.2.25".parse().unwrap()))];
+        let mut first = SnapshotWriter::new(&HandlerConfig::default());
+        first.stage([Change::UpsertZone(zone("example", &statics))]);
+        first.stage([Change::UpsertAddressHosts(hosts.clone())]);
+        assert_eq!(first.current().name_count(), 0, "a first load");
+        first.publish();
+        let mut later = SnapshotWriter::new(&HandlerConfig::default());
+        later.apply([Change::UpsertZone(zone("example", &statics))]);
+        later.apply([Change::UpsertAddressHosts(hosts)]);
+        assert_eq!(contents(&first), contents(&later));
+        assert_eq!(
+            first.current().name_count(),
+            PARALLEL_BUILD_NAMES + 5000 + 2
+        );
     }
 }
