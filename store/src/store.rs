@@ -17,7 +17,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
-use crate::announce::{Announcer, PushOptions, PushStats};
+use crate::announce::{Announcer, CommitStates, PushOptions, PushStats};
 use crate::error::StoreError;
 use crate::group::GroupCommit;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
@@ -39,6 +39,9 @@ pub(crate) struct WriteTx {
     backend: Backend,
     announcer: Arc<Announcer>,
     written: Vec<Change>,
+    /// What the transaction left behind, when it gathered that for a
+    /// `Commit` frame ([`WriteTx::wants_states`]).
+    states: Option<CommitStates>,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -64,12 +67,27 @@ impl WriteTx {
     /// to a savepoint undid them: they must not be announced.
     pub(crate) fn forget_written(&mut self, len: usize) {
         self.written.truncate(len);
+        // Gathered states may describe what was rolled back.
+        self.states = None;
+    }
+
+    /// Whether a push target would use the states this transaction leaves
+    /// behind; gathering them costs reads, so only then.
+    pub(crate) fn wants_states(&self) -> bool {
+        self.announcer.wants_states()
+    }
+
+    /// Records what the transaction leaves behind, announced with its
+    /// entries after the commit. Must describe the final state of every
+    /// host and zone the entries name, read inside this transaction.
+    pub(crate) fn set_states(&mut self, states: CommitStates) {
+        self.states = Some(states);
     }
 
     /// Commits, then announces what was written (never blocking).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
-        self.announcer.announce(self.written);
+        self.announcer.announce(self.written, self.states);
         Ok(())
     }
 }
@@ -299,6 +317,7 @@ impl Store {
             backend: self.backend,
             announcer: self.announcer.clone(),
             written: Vec::new(),
+            states: None,
         })
     }
 
