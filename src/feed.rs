@@ -532,12 +532,9 @@ impl Follower {
             }
             for (zone, serial) in &commit.zones {
                 let zone = zone.as_str();
-                if self
-                    .soa
-                    .get(zone)
-                    .is_none_or(|&old| serial_newer(*serial, old))
-                {
-                    self.soa.insert(zone.to_owned(), *serial);
+                // Newer than what this batch or the snapshot has.
+                let served = soa.get(zone).or_else(|| self.soa.get(zone));
+                if served.is_none_or(|&old| serial_newer(*serial, old)) {
                     soa.insert(zone.to_owned(), *serial);
                 }
             }
@@ -548,11 +545,13 @@ impl Follower {
             return Ok(done);
         }
         batch.extend(
-            soa.into_iter()
-                .map(|(zone, serial)| Change::SetSoaSerial(zone, serial)),
+            soa.iter()
+                .map(|(zone, serial)| Change::SetSoaSerial(zone.clone(), *serial)),
         );
         done.changes = batch.len();
         apply(batch).await?;
+        // Only what the snapshot writer took counts as served.
+        self.soa.extend(soa);
         self.applied = next;
         self.gaps = self.gaps.split_off(&(next + 1));
         self.fresh.settle(next);
