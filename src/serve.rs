@@ -444,8 +444,17 @@ async fn follow(
                 }
             }
         } else {
-            let commits = wake.take_commits();
-            if !commits.is_empty() {
+            // Read before taking the queue: a reader queues a commit
+            // before it records the commit's serial, so every serial
+            // hinted by now has its commit (if it had data) in the queue.
+            let hinted = wake.hinted();
+            // Commits that arrive while one batch is applied are taken in
+            // the next round here, not mistaken for a gap.
+            loop {
+                let commits = wake.take_commits();
+                if commits.is_empty() {
+                    break;
+                }
                 let count = commits.len();
                 let pushed = tokio::time::timeout(
                     CATCH_UP_TIMEOUT,
@@ -461,18 +470,23 @@ async fn follow(
                         metrics
                             .pushed_fallbacks
                             .fetch_add(done.left as u64, Ordering::Relaxed);
+                        if done.left > 0 {
+                            break; // the log, below
+                        }
                     }
                     // Only the snapshot writer can fail here; the log
                     // catch-up below covers these commits.
                     Ok(Err(e)) => {
-                        tracing::warn!("responder: applying {count} pushed commits failed: {e:#}")
+                        tracing::warn!("responder: applying {count} pushed commits failed: {e:#}");
+                        break;
                     }
                     Err(_) => {
-                        tracing::warn!("responder: applying {count} pushed commits timed out")
+                        tracing::warn!("responder: applying {count} pushed commits timed out");
+                        break;
                     }
                 }
             }
-            if wake.hinted() <= follower.applied() && wake.hinted() != 0 {
+            if hinted <= follower.applied() && hinted != 0 {
                 // Pushes about what is applied already (their data, or a
                 // catch-up that covered them): nothing to read.
                 continue;
