@@ -103,4 +103,5 @@ echo "load average:   $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average:   $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "after the run:  applied $(metric ddserver_feed_applied_serial), lag $(metric ddserver_feed_lag_serials), changes applied $(metric ddserver_feed_changes_applied_total)"
+echo "                from pushed data $(metric ddserver_feed_pushed_changes_applied_total), pushed commits left to the log $(metric ddserver_feed_pushed_fallbacks_total), log entries read $(metric ddserver_feed_entries_read_total)"
 grep -E '^(VmRSS|VmHWM)' /proc/$PID/status

@@ -142,9 +142,11 @@ impl Default for ResponderConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct FeedConfig {
-    /// Milliseconds between reads of the change log when nothing is pushed:
-    /// the safety net for lost pushes and the only path for a responder
-    /// without a control socket. 10..=60000.
+    /// Milliseconds between checks of the change log: the safety net for
+    /// lost pushes and the only path for a responder without a control
+    /// socket. While pushes keep up (everything committed a check ago is
+    /// applied) a check reads only the newest serial, so a change no push
+    /// brings is read within two intervals. 10..=60000.
     pub(crate) poll_interval_ms: u64,
     /// Seconds a change-log entry is kept; a responder that falls further
     /// behind reloads everything. 0 = keep forever; else 1..=31536000.

@@ -2,22 +2,26 @@
 //! (a Unix socket on which writers push feed frames), the in-process
 //! subscription of `ddserver serve`, and the push targets of writers.
 //!
-//! A pushed message is a hint only: it records the newest serial it names
-//! and wakes the follower, which reads the change log at once (DESIGN
-//! invariant 1: the log is the truth). Pushes that arrive while a catch-up
-//! runs coalesce into the next one, so a burst costs one read and one
-//! publish. Nothing here may block a writer or trust a frame: bad frames
-//! close their connection and are counted, never applied.
+//! A pushed message records the newest serial it names and wakes the
+//! follower. A `Commit` frame (a commit's entries with the state they left
+//! behind) is also queued for the follower, which applies it without a
+//! database read when it continues exactly from what it applied; anything
+//! else makes it read the change log at once (DESIGN invariant 1: the log
+//! is the truth). Pushes that arrive while the follower works coalesce
+//! into its next round, so a burst costs one publish. Nothing here may
+//! block a writer or trust a frame: bad frames close their connection and
+//! are counted, never applied; a full queue drops commits, which the log
+//! then covers.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ddserver_store::feed::decode_frame;
-use ddserver_store::{FeedMessage, PushOptions, Store};
+use ddserver_store::{Commit, FeedMessage, PushOptions, Store};
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, broadcast, watch};
@@ -25,15 +29,40 @@ use tokio::sync::{Notify, broadcast, watch};
 use crate::config::Config;
 use crate::metrics::FeedMetrics;
 
+/// Change-log entries of pushed commits queued for the follower at most;
+/// beyond that, commits are dropped (the follower reads the log instead).
+const MAX_QUEUED_ENTRIES: usize = 100_000;
+
 /// Wakes the follower early; shared by every source of pushes.
 #[derive(Debug, Default)]
 pub(crate) struct Wake {
     notify: Notify,
     /// The newest serial any push named.
     hinted: AtomicU64,
+    /// Pushed commits not yet taken by the follower, and their entries.
+    commits: Mutex<(Vec<Commit>, usize)>,
 }
 
 impl Wake {
+    /// Queues a pushed commit for the follower (then [`Wake::hint`] it).
+    /// Returns false when the queue is full and the commit was dropped.
+    pub(crate) fn queue_commit(&self, commit: Commit) -> bool {
+        let mut queue = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.1 + commit.changes.len() > MAX_QUEUED_ENTRIES {
+            return false;
+        }
+        queue.1 += commit.changes.len();
+        queue.0.push(commit);
+        true
+    }
+
+    /// The pushed commits queued so far, in arrival order.
+    pub(crate) fn take_commits(&self) -> Vec<Commit> {
+        let mut queue = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        queue.1 = 0;
+        std::mem::take(&mut queue.0)
+    }
+
     /// Records a hint and wakes the follower.
     pub(crate) fn hint(&self, latest: u64) {
         self.hinted.fetch_max(latest, Ordering::Relaxed);
@@ -170,10 +199,18 @@ async fn read_writer(mut stream: UnixStream, wake: Arc<Wake>, metrics: Arc<FeedM
                 Ok(Some((message, len))) => {
                     used += len;
                     metrics.pushes.fetch_add(1, Ordering::Relaxed);
-                    if let FeedMessage::Hello { writer, latest } = &message {
-                        tracing::debug!(writer, latest, "control socket: a writer connected");
-                    }
                     latest = Some(latest.unwrap_or(0).max(message.latest()));
+                    match message {
+                        FeedMessage::Hello { writer, latest } => {
+                            tracing::debug!(writer, latest, "control socket: a writer connected");
+                        }
+                        FeedMessage::Commit(commit) => {
+                            if !wake.queue_commit(commit) {
+                                metrics.pushed_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        FeedMessage::Heartbeat { .. } | FeedMessage::Changes(_) => {}
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

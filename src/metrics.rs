@@ -38,6 +38,15 @@ pub(crate) struct FeedMetrics {
     pub(crate) pushes: AtomicU64,
     /// Connections dropped for a bad frame.
     pub(crate) bad_frames: AtomicU64,
+    /// Changes applied from pushed `Commit` frames, without reading the
+    /// database (part of `changes_applied`).
+    pub(crate) pushed_applied: AtomicU64,
+    /// Pushed commits not applied from their data: they did not continue
+    /// from the applied mark (a gap, a catch-up ahead of them, a zone-level
+    /// entry), so the change log covered them.
+    pub(crate) pushed_fallbacks: AtomicU64,
+    /// Pushed commits dropped because the follower's queue was full.
+    pub(crate) pushed_dropped: AtomicU64,
     /// Catch-ups that failed (database unreachable).
     pub(crate) errors: AtomicU64,
     /// Change-log entries pruned by this process.
@@ -45,6 +54,15 @@ pub(crate) struct FeedMetrics {
 }
 
 impl FeedMetrics {
+    /// Records that everything up to serial `applied` is served, after
+    /// `changes` more changes were handed to the snapshot writer.
+    pub(crate) fn applied(&self, applied: u64, changes: usize) {
+        self.applied_serial.store(applied, Ordering::Relaxed);
+        self.database_serial.fetch_max(applied, Ordering::Relaxed);
+        self.changes_applied
+            .fetch_add(changes as u64, Ordering::Relaxed);
+    }
+
     /// The metrics in the Prometheus text format.
     pub(crate) fn render(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -109,6 +127,24 @@ impl FeedMetrics {
             "counter",
             "Feed frames received on the control socket.",
             get(&self.pushes).to_string(),
+        );
+        metric(
+            "ddserver_feed_pushed_changes_applied_total",
+            "counter",
+            "Changes applied from pushed commit data, without a database read.",
+            get(&self.pushed_applied).to_string(),
+        );
+        metric(
+            "ddserver_feed_pushed_fallbacks_total",
+            "counter",
+            "Pushed commits left to the change log (not continuing from the applied serial).",
+            get(&self.pushed_fallbacks).to_string(),
+        );
+        metric(
+            "ddserver_feed_pushed_dropped_total",
+            "counter",
+            "Pushed commits dropped because the follower's queue was full.",
+            get(&self.pushed_dropped).to_string(),
         );
         metric(
             "ddserver_feed_bad_frames_total",

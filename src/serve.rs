@@ -432,6 +432,8 @@ async fn follow(
 ) {
     let mut next_poll = tokio::time::Instant::now() + poll;
     let mut failing = false;
+    // The database's newest serial at the previous poll.
+    let mut polled_latest = 0;
     loop {
         let polled = tokio::select! {
             _ = stop.changed() => break,
@@ -443,11 +445,66 @@ async fn follow(
             let latest = follower.store().latest_serial();
             if let Ok(Ok(latest)) = tokio::time::timeout(CATCH_UP_TIMEOUT, latest).await {
                 metrics.database_serial.store(latest, Ordering::Relaxed);
+                // Everything committed a poll ago is served: what came
+                // since is most likely still in flight as pushes, and
+                // reading it now would only make them stale. A change no
+                // push brings is read at the next poll, so the log still
+                // bounds its delay (two intervals); a lost push shows as
+                // a gap at the next push and is read at once.
+                let keeping_up = follower.applied() >= polled_latest;
+                polled_latest = latest;
+                if keeping_up && !failing && latest > follower.applied() {
+                    continue;
+                }
             }
-        } else if wake.hinted() <= follower.applied() && wake.hinted() != 0 {
-            // A push about what a catch-up already covered (pushes that
-            // arrived during the last catch-up): nothing to read.
-            continue;
+        } else {
+            // Read before taking the queue: a reader queues a commit
+            // before it records the commit's serial, so every serial
+            // hinted by now has its commit (if it had data) in the queue.
+            let hinted = wake.hinted();
+            // Commits that arrive while one batch is applied are taken in
+            // the next round here, not mistaken for a gap.
+            loop {
+                let commits = wake.take_commits();
+                if commits.is_empty() {
+                    break;
+                }
+                let count = commits.len();
+                let pushed = tokio::time::timeout(
+                    CATCH_UP_TIMEOUT,
+                    follower.apply_pushed(commits, |batch| handle.apply(batch, Publish::Now)),
+                )
+                .await;
+                match pushed {
+                    Ok(Ok(done)) => {
+                        metrics.applied(follower.applied(), done.changes);
+                        metrics
+                            .pushed_applied
+                            .fetch_add(done.changes as u64, Ordering::Relaxed);
+                        metrics
+                            .pushed_fallbacks
+                            .fetch_add(done.left as u64, Ordering::Relaxed);
+                        if done.left > 0 {
+                            break; // the log, below
+                        }
+                    }
+                    // Only the snapshot writer can fail here; the log
+                    // catch-up below covers these commits.
+                    Ok(Err(e)) => {
+                        tracing::warn!("responder: applying {count} pushed commits failed: {e:#}");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!("responder: applying {count} pushed commits timed out");
+                        break;
+                    }
+                }
+            }
+            if hinted <= follower.applied() && hinted != 0 {
+                // Pushes about what is applied already (their data, or a
+                // catch-up that covered them): nothing to read.
+                continue;
+            }
         }
         let started = Instant::now();
         let caught_up = tokio::time::timeout(
@@ -463,16 +520,10 @@ async fn follow(
         match caught_up {
             Ok(done) => {
                 let applied = follower.applied();
-                metrics.applied_serial.store(applied, Ordering::Relaxed);
-                metrics
-                    .database_serial
-                    .fetch_max(applied, Ordering::Relaxed);
+                metrics.applied(applied, done.changes);
                 metrics
                     .entries_read
                     .fetch_add(done.read as u64, Ordering::Relaxed);
-                metrics
-                    .changes_applied
-                    .fetch_add(done.changes as u64, Ordering::Relaxed);
                 metrics.reloads.store(follower.reloads(), Ordering::Relaxed);
                 log_catch_up(done, applied, started.elapsed(), failing);
                 failing = false;

@@ -6,6 +6,7 @@
 //! never as a timing.
 
 mod common;
+#[macro_use]
 mod feed_harness;
 
 use std::time::Duration;
@@ -138,17 +139,6 @@ fn serve_follows_pushes(backend: Backend) {
     let config = s.scratch.config.clone();
     s.add_host(&config, "h1", "192.0.2.1");
     wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
-}
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $test() { super::$test(super::Backend::Sqlite) } )*
-        }
-        mod mariadb {
-            $( #[test] fn $test() { super::$test(super::Backend::MariaDb) } )*
-        }
-    };
 }
 
 on_both_backends!(

@@ -1,5 +1,6 @@
 //! Fuzz target: arbitrary bytes into the feed's frame decoder (what a
-//! responder reads from its control socket). Must never panic or allocate
+//! responder reads from its control socket), every message type included
+//! (`Commit` with its host states). Must never panic or allocate
 //! beyond the frame limit; whatever decodes must encode back to exactly the
 //! bytes it came from (the format has one encoding per message).
 //! Seeds: `corpus/feed_frame/` (replayed by `store/tests/feed_corpus.rs`).

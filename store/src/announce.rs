@@ -24,8 +24,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::feed::{FeedMessage, encode_changes, encode_frame};
-use crate::model::Change;
+use crate::feed::{Commit, FeedMessage, HostState, encode_changes, encode_frame};
+use crate::model::{Change, ChangeKind};
+use crate::name::Name;
 
 /// Announcements buffered for in-process subscribers before the slowest
 /// one starts losing the oldest.
@@ -78,6 +79,40 @@ struct PushTarget {
     stats: Arc<PushStats>,
 }
 
+/// What a transaction left behind, gathered inside it for a `Commit`
+/// frame: the SOA serial of every zone it touched and the state of every
+/// host it changed (`None`: the host is gone), by full name.
+#[derive(Debug, Default)]
+pub(crate) struct CommitStates {
+    pub(crate) zones: Vec<(Name, u32)>,
+    pub(crate) hosts: std::collections::HashMap<String, Option<HostState>>,
+}
+
+impl CommitStates {
+    /// The `Commit` for `changes`, if these states cover every one of them:
+    /// host entries only, each with its host's state and its zone's serial.
+    fn commit_for(self, changes: &[Change]) -> Option<Commit> {
+        let mut hosts = self.hosts;
+        let mut entries = Vec::with_capacity(changes.len());
+        for change in changes {
+            if !matches!(
+                change.kind,
+                ChangeKind::HostAdded | ChangeKind::HostChanged | ChangeKind::HostRemoved
+            ) || !self.zones.iter().any(|(zone, _)| *zone == change.zone)
+            {
+                return None;
+            }
+            let state = hosts.get(change.name.as_str())?.clone();
+            entries.push((change.clone(), state));
+        }
+        hosts.clear();
+        Some(Commit {
+            zones: self.zones,
+            changes: entries,
+        })
+    }
+}
+
 /// The shared announcement hub of one `Store` and its clones.
 pub(crate) struct Announcer {
     subscribers: broadcast::Sender<Arc<[Change]>>,
@@ -98,8 +133,19 @@ impl Announcer {
         self.subscribers.subscribe()
     }
 
-    /// Called after a commit with the entries it wrote. Never blocks.
-    pub(crate) fn announce(&self, changes: Vec<Change>) {
+    /// Whether anybody receives frames, so that a transaction should
+    /// gather the [`CommitStates`] a `Commit` frame needs.
+    pub(crate) fn wants_states(&self) -> bool {
+        !self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Called after a commit with the entries it wrote and, if the
+    /// transaction gathered them, the states it left behind. Never blocks.
+    pub(crate) fn announce(&self, changes: Vec<Change>, states: Option<CommitStates>) {
         let Some(latest) = changes.iter().map(|c| c.serial).max() else {
             return;
         };
@@ -108,7 +154,15 @@ impl Announcer {
         let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         if !targets.is_empty() {
             let mut frames = Vec::new();
-            encode_changes(&changes, &mut frames);
+            // The data when it covers the whole commit and fits one frame,
+            // else the hint (the responder then reads the log).
+            let commit = states.and_then(|states| states.commit_for(&changes));
+            let encoded = commit.is_some_and(|commit| {
+                encode_frame(&FeedMessage::Commit(commit), &mut frames).is_ok()
+            });
+            if !encoded {
+                encode_changes(&changes, &mut frames);
+            }
             let frames = Arc::new(frames);
             for target in targets.iter() {
                 if target
@@ -197,17 +251,31 @@ async fn push_task(
             }
             PushItem::Frames(frames, serial) => {
                 latest = latest.max(serial);
+                // A new connection starts with `Hello`, written together
+                // with the first frames: apart, the responder could see
+                // the `Hello`'s serial first and read the log for what the
+                // next frame brings as data.
+                let mut greeting = Vec::new();
                 if conn.is_none() && tokio::time::Instant::now() >= retry_at {
-                    conn = connect(&path, &options, latest).await;
+                    conn = connect(&path, &options).await;
                     if conn.is_none() {
                         retry_at = tokio::time::Instant::now() + options.retry_after;
+                    } else {
+                        let writer = truncate_utf8(&options.writer, 255).to_owned();
+                        let _ = encode_frame(&FeedMessage::Hello { latest, writer }, &mut greeting);
                     }
                 }
                 let Some(stream) = conn.as_mut() else {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                if write(stream, &frames, options.io_timeout).await {
+                let bytes = if greeting.is_empty() {
+                    &frames[..]
+                } else {
+                    greeting.extend_from_slice(&frames);
+                    &greeting[..]
+                };
+                if write(stream, bytes, options.io_timeout).await {
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                 } else {
                     tracing::debug!(
@@ -222,22 +290,15 @@ async fn push_task(
     }
 }
 
-async fn connect(path: &PathBuf, options: &PushOptions, latest: u64) -> Option<UnixStream> {
-    let mut stream = match tokio::time::timeout(options.io_timeout, UnixStream::connect(path)).await
-    {
-        Ok(Ok(stream)) => stream,
+async fn connect(path: &PathBuf, options: &PushOptions) -> Option<UnixStream> {
+    match tokio::time::timeout(options.io_timeout, UnixStream::connect(path)).await {
+        Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::debug!("feed: no responder at {}: {e}", path.display());
-            return None;
+            None
         }
-        Err(_) => return None,
-    };
-    let mut hello = Vec::new();
-    let writer = truncate_utf8(&options.writer, 255).to_owned();
-    let _ = encode_frame(&FeedMessage::Hello { latest, writer }, &mut hello);
-    write(&mut stream, &hello, options.io_timeout)
-        .await
-        .then_some(stream)
+        Err(_) => None,
+    }
 }
 
 async fn write(stream: &mut UnixStream, bytes: &[u8], timeout: Duration) -> bool {

@@ -13,11 +13,15 @@ use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::announce::CommitStates;
 use crate::error::{StoreError, UniqueKey, unique_violation};
+use crate::feed::HostState;
 use crate::model::{Actor, ChangeKind, Host, HostFilter, HostFlags, NewHost, UserState};
 use crate::name::Name;
 use crate::secret::{self, StoredSecret};
-use crate::store::{Store, WriteTx, audit, corrupt, log_changes, multi_row_insert, now, to_u32};
+use crate::store::{
+    Store, WriteTx, audit, corrupt, get_u32, log_changes, multi_row_insert, now, to_u32,
+};
 use crate::users::normalize_user_name;
 use crate::zones::fetch_zone_for;
 
@@ -111,6 +115,25 @@ fn in_list_size(len: usize) -> usize {
 
 fn in_list(size: usize) -> String {
     vec!["?"; size].join(", ")
+}
+
+/// TXT values of the hosts in the `IN` list, for [`by_id_query`].
+const TXT_BY_HOST_IDS: &str =
+    "SELECT host_id, value FROM host_txt WHERE host_id IN ({ids}) ORDER BY host_id, position";
+
+/// `sql` with `{ids}` replaced by the placeholders of `ids` (1 to 256 of
+/// them), the list padded to the next of [`IN_LIST_SIZES`].
+fn by_id_query(
+    sql: &str,
+    ids: &[i64],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let size = in_list_size(ids.len());
+    let sql = sql.replace("{ids}", &in_list(size));
+    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
+    for i in 0..size {
+        query = query.bind(ids[i.min(ids.len().saturating_sub(1))]);
+    }
+    query
 }
 
 /// `select` (from `hosts h`) for the hosts named in `fqdns` (at most 256),
@@ -478,17 +501,10 @@ impl Store {
                 .map(host_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
             if !hosts.is_empty() {
-                let size = in_list_size(hosts.len());
-                let sql = format!(
-                    "SELECT host_id, value FROM host_txt WHERE host_id IN ({}) \
-                     ORDER BY host_id, position",
-                    in_list(size)
-                );
-                let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::<str>::from(sql)));
-                for i in 0..size {
-                    query = query.bind(hosts[i.min(hosts.len() - 1)].id);
-                }
-                let txt_rows = query.fetch_all(&mut *conn).await?;
+                let ids: Vec<i64> = hosts.iter().map(|h| h.id).collect();
+                let txt_rows = by_id_query(TXT_BY_HOST_IDS, &ids)
+                    .fetch_all(&mut *conn)
+                    .await?;
                 attach_txt(&mut hosts, &txt_rows)?;
             }
             found.extend(hosts);
@@ -1015,6 +1031,10 @@ impl Store {
                     outcome.serial = Some(serial);
                 }
             }
+            if tx.wants_states() {
+                let states = commit_states(&mut tx, &keys, &written).await?;
+                tx.set_states(states);
+            }
         }
         audit_many(&mut tx, "host.update", &audits, at).await?;
         touch_seen(&mut tx, &seen, at).await?;
@@ -1224,6 +1244,68 @@ async fn apply_host_update(
 /// Writes the addresses and flags of `hosts` (distinct ids) as given, with
 /// `at` as their update and last-seen time: one statement per 256 hosts
 /// (`CASE id WHEN .. THEN ..`, padded like the `IN` lists).
+/// What a grouped update leaves behind, for the responders' `Commit`
+/// frame: each written host's final state and its zone's SOA serial. Runs
+/// inside the update's transaction after its writes (the serials were just
+/// bumped; TXT values, which the update does not touch, are read here), so
+/// it is exactly what the commit makes visible. `keys` holds the hosts'
+/// final addresses and flags; `written` the ids of those written.
+async fn commit_states(
+    conn: &mut AnyConnection,
+    keys: &HashMap<String, HostKey>,
+    written: &[i64],
+) -> Result<CommitStates, StoreError> {
+    let written: std::collections::HashSet<i64> = written.iter().copied().collect();
+    let mut zone_names: HashMap<i64, &str> = HashMap::new();
+    let mut txt: HashMap<i64, Vec<String>> = HashMap::new();
+    let ids: Vec<i64> = keys
+        .values()
+        .filter(|key| written.contains(&key.id))
+        .map(|key| {
+            zone_names.insert(key.zone_id, &key.zone);
+            key.id
+        })
+        .collect();
+    for chunk in ids.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        for row in by_id_query(TXT_BY_HOST_IDS, chunk)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            txt.entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+    }
+    let mut states = CommitStates::default();
+    let zone_ids: Vec<i64> = zone_names.keys().copied().collect();
+    for chunk in zone_ids.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        let sql = "SELECT id, serial FROM zones WHERE id IN ({ids})";
+        for row in by_id_query(sql, chunk).fetch_all(&mut *conn).await? {
+            let id: i64 = row.try_get(0)?;
+            if let Some(name) = zone_names.get(&id) {
+                states
+                    .zones
+                    .push((Name::from_db(name.to_string())?, get_u32(&row, 1)?));
+            }
+        }
+    }
+    for (fqdn, key) in keys {
+        if !written.contains(&key.id) {
+            continue;
+        }
+        let state = HostState {
+            ipv4: parse_v4(key.ipv4.as_deref())?,
+            ipv6: parse_v6(key.ipv6.as_deref())?,
+            txt: txt.remove(&key.id).unwrap_or_default(),
+            wildcard: key.wildcard,
+            offline: key.offline,
+            disabled: key.disabled.is_some(),
+        };
+        states.hosts.insert(fqdn.clone(), Some(state));
+    }
+    Ok(states)
+}
+
 async fn write_host_states(
     conn: &mut AnyConnection,
     hosts: &[&HostKey],

@@ -41,7 +41,7 @@ pub use bulk::{
     RecordPage, ServedHost, ServedHostPages, StaticRecordPages, StoredRecord, StoredRecordRef,
 };
 pub use error::{DatabaseError, StoreError};
-pub use feed::{FeedMessage, FrameError};
+pub use feed::{Commit, FeedMessage, FrameError, HostState};
 pub use hosts::{HostCredential, HostUpdate, HostUpdateOutcome, MAX_HOST_TXT};
 pub use model::{
     Actor, Backend, Change, ChangeKind, Host, HostFilter, HostFlags, NewHost, NewRecord, NewUser,

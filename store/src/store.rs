@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyConnection;
@@ -17,7 +18,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
-use crate::announce::{Announcer, PushOptions, PushStats};
+use crate::announce::{Announcer, CommitStates, PushOptions, PushStats};
 use crate::error::StoreError;
 use crate::group::GroupCommit;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
@@ -39,6 +40,9 @@ pub(crate) struct WriteTx {
     backend: Backend,
     announcer: Arc<Announcer>,
     written: Vec<Change>,
+    /// What the transaction left behind, when it gathered that for a
+    /// `Commit` frame ([`WriteTx::wants_states`]).
+    states: Option<CommitStates>,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -64,12 +68,27 @@ impl WriteTx {
     /// to a savepoint undid them: they must not be announced.
     pub(crate) fn forget_written(&mut self, len: usize) {
         self.written.truncate(len);
+        // Gathered states may describe what was rolled back.
+        self.states = None;
+    }
+
+    /// Whether a push target would use the states this transaction leaves
+    /// behind; gathering them costs reads, so only then.
+    pub(crate) fn wants_states(&self) -> bool {
+        self.announcer.wants_states()
+    }
+
+    /// Records what the transaction leaves behind, announced with its
+    /// entries after the commit. Must describe the final state of every
+    /// host and zone the entries name, read inside this transaction.
+    pub(crate) fn set_states(&mut self, states: CommitStates) {
+        self.states = Some(states);
     }
 
     /// Commits, then announces what was written (never blocking).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await?;
-        self.announcer.announce(self.written);
+        self.announcer.announce(self.written, self.states);
         Ok(())
     }
 }
@@ -91,6 +110,9 @@ pub struct Store {
     backend: Backend,
     announcer: Arc<Announcer>,
     pub(crate) group: Arc<GroupCommit>,
+    /// SQLite files: whether a [`checkpoint_wal`] task runs (`None` for
+    /// MySQL/MariaDB and in-memory SQLite, which have no WAL to copy).
+    checkpointing: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,7 +222,7 @@ impl Store {
             // mirror poll acquires) and of every feed catch-up.
             .test_before_acquire(false);
             let pool = options
-                .after_connect(|conn, _meta| {
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the one writer;
                         // synchronous=NORMAL is durable across process
@@ -215,6 +237,18 @@ impl Store {
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
+                        // A file's WAL is checkpointed by `checkpoint_wal`
+                        // beside the writers, not by the connection whose
+                        // commit crossed the threshold (SQLite's default):
+                        // that made every ~1000 pages' commit copy them
+                        // into the database file while the write lock and
+                        // the callers waited (about a fifth of the commit
+                        // ceiling, bench/README.md "Change feed").
+                        if !memory {
+                            sqlx::query("PRAGMA wal_autocheckpoint = 0")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
                         Ok(())
                     })
                 })
@@ -225,6 +259,7 @@ impl Store {
                 backend: Backend::Sqlite,
                 announcer: Arc::new(Announcer::new()),
                 group: Arc::default(),
+                checkpointing: (!memory).then(Arc::default),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -248,6 +283,7 @@ impl Store {
                 backend: Backend::MySql,
                 announcer: Arc::new(Announcer::new()),
                 group: Arc::default(),
+                checkpointing: None,
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -290,6 +326,11 @@ impl Store {
     /// committed. Rolled-back transactions still consume AUTO_INCREMENT
     /// values there: readers must tolerate gaps, never reorderings.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        if let Some(running) = &self.checkpointing
+            && !running.swap(true, Ordering::AcqRel)
+        {
+            tokio::spawn(checkpoint_wal(self.pool.clone(), running.clone()));
+        }
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::MySql => {
@@ -305,6 +346,7 @@ impl Store {
             backend: self.backend,
             announcer: self.announcer.clone(),
             written: Vec::new(),
+            states: None,
         })
     }
 
@@ -493,6 +535,54 @@ impl Store {
             done: false,
         }
     }
+}
+
+/// How often [`checkpoint_wal`] copies an SQLite WAL into the database.
+/// At 10,000 changes/s the WAL grows by tens of MB/s; at this interval a
+/// checkpoint copies a few MB, about as often as SQLite's default
+/// (every 1000 pages) would, but off the committing connection.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Rounds in a row with nothing left to copy before [`checkpoint_wal`]
+/// ends (the next write starts it again).
+const CHECKPOINT_IDLE_ROUNDS: u32 = 10;
+
+/// Checkpoints an SQLite database's WAL every [`CHECKPOINT_INTERVAL`]
+/// while this process writes. PASSIVE: it never waits for or blocks
+/// readers or the writer, and copies what no reader still needs; the
+/// writer starts the WAL over once all of it was copied, so it stays
+/// bounded as with SQLite's own automatic checkpoints. Started by the
+/// first write transaction, it ends when the pool closes or the WAL has
+/// been fully copied for [`CHECKPOINT_IDLE_ROUNDS`], clearing `running` so
+/// that the next write starts it again: a process that only reads (a
+/// responder) spends nothing on it, and whatever a process leaves in the
+/// WAL is copied by the last connection to close (SQLite) or by the next
+/// writer.
+async fn checkpoint_wal(pool: AnyPool, running: Arc<AtomicBool>) {
+    let mut failing = false;
+    let mut idle = 0;
+    while idle < CHECKPOINT_IDLE_ROUNDS && !pool.is_closed() {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        // (busy, frames in the WAL, frames copied); -1s when not in WAL mode.
+        let result = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+            .and_then(|row| Ok((row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(2)?)));
+        match result {
+            Ok((frames, copied)) => {
+                failing = false;
+                idle = if copied >= frames { idle + 1 } else { 0 };
+            }
+            Err(_) if pool.is_closed() => break,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("store: checkpointing the SQLite WAL failed: {e}");
+                }
+                failing = true;
+            }
+        }
+    }
+    running.store(false, Ordering::Release);
 }
 
 /// Appends change-log rows and bumps each affected zone's SOA serial once.
@@ -684,6 +774,46 @@ mod tests {
             names
         };
         assert_eq!(files("sqlite"), files("mysql"));
+    }
+
+    /// SQLite files: the committing connections never checkpoint (their
+    /// automatic checkpoint is off); a write starts the background task,
+    /// which copies the WAL into the database file on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dd.db");
+        let store = Store::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        let row = sqlx::query("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<i64, _>(0).unwrap(), 0);
+        let before = std::fs::metadata(&file).unwrap().len();
+        let mut tx = store.begin_write().await.unwrap();
+        sqlx::query("CREATE TABLE filler (x BLOB)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // About 2 MB: 500 pages beyond what fits the empty file.
+        for _ in 0..500 {
+            sqlx::query("INSERT INTO filler VALUES (zeroblob(4000))")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() < before + 1_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nothing copied the WAL into the database file"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.close().await;
     }
 
     #[test]

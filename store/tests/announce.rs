@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use ddserver_store::feed::decode_frame;
 use ddserver_store::{
-    Actor, FeedMessage, Name, NewHost, NewUser, NewZone, PushOptions, Role, Store, UserState,
+    Actor, FeedMessage, HostState, HostUpdate, Name, NewHost, NewUser, NewZone, PushOptions, Role,
+    Store, UserState,
 };
 use sqlx::Connection;
 use tokio::io::AsyncReadExt;
@@ -64,8 +65,8 @@ fn getrandom_u64() -> u64 {
     u64::from_ne_bytes(bytes)
 }
 
-async fn announcements_equal_the_log(store: &Store) {
-    let mut rx = store.subscribe();
+/// Zone dyn.example.net, user alice and hosts h0.. (192.0.2.i).
+async fn zone_user_hosts(store: &Store, hosts: u8) {
     let actor = Actor::cli();
     store
         .add_zone(
@@ -88,23 +89,36 @@ async fn announcements_equal_the_log(store: &Store) {
         )
         .await
         .unwrap();
-    for i in 0..5 {
+    for i in 0..hosts {
         store
             .add_host(
                 &actor,
-                NewHost {
-                    fqdn: name(&format!("h{i}.dyn.example.net")),
-                    owner: "alice".into(),
-                    secret: "s3cret".into(),
-                    ipv4: Some([192, 0, 2, i].into()),
-                    ipv6: None,
-                    description: String::new(),
-                },
+                new_host(
+                    &format!("h{i}.dyn.example.net"),
+                    Some([192, 0, 2, i].into()),
+                ),
                 None,
             )
             .await
             .unwrap();
     }
+}
+
+fn new_host(fqdn: &str, ipv4: Option<std::net::Ipv4Addr>) -> NewHost {
+    NewHost {
+        fqdn: name(fqdn),
+        owner: "alice".into(),
+        secret: "s3cret".into(),
+        ipv4,
+        ipv6: None,
+        description: String::new(),
+    }
+}
+
+async fn announcements_equal_the_log(store: &Store) {
+    let mut rx = store.subscribe();
+    let actor = Actor::cli();
+    zone_user_hosts(store, 5).await;
     // The follower's batched read: existing names only, padding harmless.
     let mut wanted: Vec<Name> = (0..5)
         .map(|i| name(&format!("h{i}.dyn.example.net")))
@@ -147,22 +161,7 @@ async fn pushes_reach_a_socket(store: &Store) {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let stats = store.push_to(path, PushOptions::default());
     let dead = store.push_to(dir.path().join("nobody.sock"), PushOptions::default());
-    let reader = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut bytes = Vec::new();
-        let mut messages = Vec::new();
-        let mut buf = [0u8; 4096];
-        while messages.len() < 2 {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the writer closed early");
-            bytes.extend_from_slice(&buf[..n]);
-            while let Some((message, used)) = decode_frame(&bytes).unwrap() {
-                bytes.drain(..used);
-                messages.push(message);
-            }
-        }
-        messages
-    });
+    let reader = tokio::spawn(read_frames(listener, 2));
     let started = Instant::now();
     store
         .add_zone(
@@ -194,30 +193,137 @@ async fn pushes_reach_a_socket(store: &Store) {
     assert_eq!(dead.dropped.load(Ordering::Relaxed), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_announcements_equal_the_log() {
-    let (store, _dir) = sqlite().await;
-    announcements_equal_the_log(&store).await;
+/// Reads `count` frames from the first writer that connects to `listener`.
+async fn read_frames(listener: tokio::net::UnixListener, count: usize) -> Vec<FeedMessage> {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut bytes = Vec::new();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while messages.len() < count {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the writer closed early");
+        bytes.extend_from_slice(&buf[..n]);
+        while let Some((message, used)) = decode_frame(&bytes).unwrap() {
+            bytes.drain(..used);
+            messages.push(message);
+        }
+    }
+    messages
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_announcements_equal_the_log() {
-    let (store, base, db) = mariadb().await;
-    announcements_equal_the_log(&store).await;
-    store.close().await;
-    drop_mariadb(&base, &db).await;
+/// A grouped host update pushes a `Commit` whose entries are the log's and
+/// whose states are what the database holds after the commit (TXT values
+/// it did not touch included, a host named twice with its final state);
+/// other writes push the `Changes` hint.
+async fn grouped_updates_push_their_committed_state(store: &Store) {
+    let actor = Actor::cli();
+    let zone = name("dyn.example.net");
+    zone_user_hosts(store, 3).await;
+    let fqdns: Vec<Name> = (0..3)
+        .map(|i| name(&format!("h{i}.dyn.example.net")))
+        .collect();
+    store
+        .set_host_txt(
+            &actor,
+            &fqdns[1],
+            vec!["acme-token".into(), "second".into()],
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    store.push_to(path, PushOptions::default());
+    let reader = tokio::spawn(read_frames(listener, 3));
+    let before = store.latest_serial().await.unwrap();
+    let update =
+        |fqdn: &Name, ipv4: [u8; 4], ipv6: Option<&str>, offline: Option<bool>| HostUpdate {
+            fqdn: fqdn.clone(),
+            ipv4: Some(Some(ipv4.into())),
+            ipv6: ipv6.map(|a| Some(a.parse().unwrap())),
+            offline,
+            wildcard: Some(true),
+            actor: actor.clone(),
+            user_agent: "test".into(),
+        };
+    let results = store
+        .update_hosts(&[
+            update(&fqdns[0], [10, 0, 0, 1], None, None),
+            update(&fqdns[1], [10, 0, 0, 2], Some("2001:db8::2"), Some(true)),
+            update(&fqdns[0], [10, 0, 0, 3], Some("2001:db8::3"), None),
+        ])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.as_ref().unwrap().changed));
+    store
+        .add_host(&actor, new_host("h9.dyn.example.net", None), None)
+        .await
+        .unwrap();
+    assert!(store.flush_pushes(Duration::from_secs(5)).await);
+    let messages = reader.await.unwrap();
+
+    let logged = store.changes_since(before, 100).await.unwrap();
+    assert_eq!(logged.len(), 4, "three updates and the host added");
+    let FeedMessage::Commit(commit) = &messages[1] else {
+        panic!("the grouped update pushed {:?}", messages[1]);
+    };
+    let zone_serial = store.zone_by_name(&zone).await.unwrap().unwrap().serial;
+    // The zone's serial after the group commit, one bump per commit.
+    assert_eq!(commit.zones, vec![(zone.clone(), zone_serial - 1)]);
+    let entries: Vec<_> = commit.changes.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(
+        entries,
+        logged[..3].to_vec(),
+        "the log's entries and serials"
+    );
+    let hosts = store.hosts_by_fqdn(&fqdns[..2]).await.unwrap();
+    for (change, state) in &commit.changes {
+        let host = hosts.iter().find(|h| h.fqdn == change.name).unwrap();
+        let stored = HostState::of(host);
+        assert_eq!(state.as_ref(), Some(&stored), "{}", change.name);
+    }
+    assert_eq!(
+        commit.changes[0].1.as_ref().unwrap().ipv4,
+        Some([10, 0, 0, 3].into()),
+        "a host named twice carries its final state"
+    );
+    assert_eq!(commit.changes[1].1.as_ref().unwrap().txt.len(), 2);
+    match &messages[2] {
+        FeedMessage::Changes(changes) => assert_eq!(changes, &logged[3..]),
+        other => panic!("adding a host pushed {other:?}"),
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_pushes_reach_a_socket() {
-    let (store, _dir) = sqlite().await;
-    pushes_reach_a_socket(&store).await;
+/// A `#[tokio::test]` per backend for each `async fn name(&Store)` listed:
+/// `sqlite::name` and `mariadb::name` (a fresh database, dropped after).
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$test(&store).await;
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (store, base, db) = super::mariadb().await;
+                    super::$test(&store).await;
+                    store.close().await;
+                    super::drop_mariadb(&base, &db).await;
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_pushes_reach_a_socket() {
-    let (store, base, db) = mariadb().await;
-    pushes_reach_a_socket(&store).await;
-    store.close().await;
-    drop_mariadb(&base, &db).await;
-}
+on_both_backends!(
+    announcements_equal_the_log,
+    pushes_reach_a_socket,
+    grouped_updates_push_their_committed_state,
+);

@@ -58,7 +58,8 @@ fn corpus_replays_with_the_expected_outcomes() {
         let frames = outcomes.iter().filter(|o| o.is_ok()).count();
         let error = outcomes.iter().find_map(|o| o.clone().err());
         match name.as_str() {
-            "hello" | "heartbeat" | "changes" | "changes-idn" | "changes-empty" => {
+            "hello" | "heartbeat" | "changes" | "changes-idn" | "changes-empty" | "commit"
+            | "commit-empty" => {
                 assert_eq!((frames, error), (1, None), "{name}")
             }
             "stream" => assert_eq!((frames, error), (3, None), "{name}"),
@@ -67,6 +68,7 @@ fn corpus_replays_with_the_expected_outcomes() {
             "bad-type" => assert_eq!(error, Some(FrameError::UnknownType(9))),
             "bad-kind" => assert_eq!(error, Some(FrameError::UnknownKind(99))),
             "bad-name" => assert_eq!(error, Some(FrameError::BadName)),
+            "bad-state" => assert_eq!(error, Some(FrameError::BadHostState)),
             "huge-count" => assert!(matches!(error, Some(FrameError::Truncated(_)))),
             "huge-length" => assert_eq!(error, Some(FrameError::BadLength(0xffff_ffff))),
             "trailing" => assert_eq!(error, Some(FrameError::TrailingBytes(1))),

@@ -6,7 +6,7 @@
 //! `mysql://root@127.0.0.1:3306/test`); each test creates its own database
 //! with the `mariadb` client and drops it at the end. Unreachable MariaDB
 //! fails the test: a skipped backend proves nothing.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -16,6 +16,19 @@ use std::time::{Duration, Instant};
 use crate::common::{Scratch, query_bytes};
 
 pub const ZONE: &str = "dyn.example.net";
+
+/// One `#[test]` per backend for each `fn name(backend: Backend)` listed:
+/// `sqlite::name` and `mariadb::name`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $test() { super::$test(super::Backend::Sqlite) } )*
+        }
+        mod mariadb {
+            $( #[test] fn $test() { super::$test(super::Backend::MariaDb) } )*
+        }
+    };
+}
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
