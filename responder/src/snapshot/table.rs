@@ -361,7 +361,11 @@ mod tests {
         // Same slot index (bits 32+), tag (bits 16-31) 7 for even names and
         // 100+i for odd ones, shard bits (0-15) anything.
         let hash_of = |i: usize| -> u64 {
-            let tag = if i % 2 == 0 { 7 } else { 100 + i as u64 };
+            let tag = if i.is_multiple_of(2) {
+                7
+            } else {
+                100 + i as u64
+            };
             (5 << 32) | (tag << 16) | i as u64
         };
         let payloads: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8; 3]).collect();
