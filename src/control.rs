@@ -114,17 +114,29 @@ pub(crate) fn start_pushing(store: &Store, config: &Config, writer: &str, own: O
     }
 }
 
-/// Forwards this process's own commits to the follower (`ddserver serve`).
-/// A lagging receiver just wakes the follower, which reads the log.
-pub(crate) fn follow_in_process(store: &Store, wake: Arc<Wake>, mut stop: watch::Receiver<bool>) {
+/// Forwards this process's own commits to the follower (`ddserver serve`),
+/// as the control socket does for other processes' commits: a commit's
+/// data when the store gathered it, else only its serials. A lagging
+/// receiver just wakes the follower, which reads the log.
+pub(crate) fn follow_in_process(
+    store: &Store,
+    wake: Arc<Wake>,
+    metrics: Arc<FeedMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut announcements = store.subscribe();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 received = announcements.recv() => match received {
-                    Ok(changes) => {
-                        wake.hint(changes.iter().map(|c| c.serial).max().unwrap_or(0))
+                    Ok(announced) => {
+                        if let Some(commit) = &announced.commit
+                            && !wake.queue_commit(commit.clone())
+                        {
+                            metrics.pushed_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        wake.hint(announced.changes.iter().map(|c| c.serial).max().unwrap_or(0))
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => wake.hint(0),
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -245,7 +257,7 @@ mod tests {
         store.migrate().await.unwrap();
         let wake = Arc::new(Wake::default());
         let (stop_tx, stop) = watch::channel(false);
-        follow_in_process(&store, wake.clone(), stop);
+        follow_in_process(&store, wake.clone(), Arc::default(), stop);
         let zone = ddserver_store::Name::parse("dyn.example.net").unwrap();
         let ns = ddserver_store::Name::parse("ns1.example.net").unwrap();
         store

@@ -214,6 +214,7 @@ pub(crate) struct RunningResponder {
     control: Option<tokio::task::JoinHandle<()>>,
     stop_follower: watch::Sender<bool>,
     wake: Arc<Wake>,
+    feed_metrics: Arc<FeedMetrics>,
     metrics_addr: Option<SocketAddr>,
 }
 
@@ -369,6 +370,7 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
         control,
         stop_follower,
         wake,
+        feed_metrics: metrics,
         metrics_addr,
     })
 }
@@ -663,6 +665,7 @@ pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
     control::follow_in_process(
         store,
         responder.wake.clone(),
+        responder.feed_metrics.clone(),
         responder.stop_follower.subscribe(),
     );
     let own = config.responder.control_socket.clone();

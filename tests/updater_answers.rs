@@ -26,6 +26,58 @@ fn update(scratch: &Scratch, auth: Option<&str>, query: &str) -> HttpReply {
     )
 }
 
+/// `ddserver serve` feeds its own responder the data of its commits, as a
+/// control socket feeds a separate responder: with the safety-net poll a
+/// minute away, every `good` is served without the follower reading the
+/// change log, and `/metrics` counts the changes as applied from pushed
+/// data.
+#[test]
+fn serve_serves_its_own_updates_from_their_data() {
+    let metrics_port = free_port();
+    let scratch = Scratch::sqlite(&format!(
+        "metrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[feed]\npoll_interval_ms = 60000"
+    ));
+    scratch.dyndns_fixture(1);
+    let _daemon = scratch.serve();
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let value = |name: &str| -> f64 {
+        let body = curl(&[], &metrics).body;
+        body.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is missing from /metrics:\n{body}"))
+    };
+    let h1 = format!("h1.{ZONE}");
+    let auth = format!("{USER}:{SECRET}");
+    wait_for_answer(scratch.dns_port, &h1, "A", &[], SERVED_WITHIN);
+    let read_before = value("ddserver_feed_entries_read_total");
+    for round in 1..=3 {
+        let reply = update(
+            &scratch,
+            Some(&auth),
+            &format!("hostname={h1}&myip=10.0.0.{round}"),
+        );
+        assert_eq!(reply.body, format!("good 10.0.0.{round}\n"));
+        let ip = format!("10.0.0.{round}");
+        wait_for_answer(scratch.dns_port, &h1, "A", &[&ip], SERVED_WITHIN);
+    }
+    // The follower counts after it published: wait for the count.
+    let deadline = std::time::Instant::now() + SERVED_WITHIN;
+    while value("ddserver_feed_pushed_changes_applied_total") < 3.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pushed changes applied: {}",
+            value("ddserver_feed_pushed_changes_applied_total")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        value("ddserver_feed_entries_read_total"),
+        read_before,
+        "no change-log entry was read for the updates"
+    );
+}
+
 #[test]
 fn every_answer_code() {
     let scratch = Scratch::sqlite("");

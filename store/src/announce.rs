@@ -5,9 +5,10 @@
 //! that every writer (updater, web UI, admin CLI) feeds responders without
 //! code of its own:
 //! - in-process subscribers ([`crate::Store::subscribe`]): a bounded
-//!   `tokio::sync::broadcast` channel; a subscriber that lags loses the
-//!   oldest announcements and learns it did (`RecvError::Lagged`), then falls
-//!   back to the change log;
+//!   `tokio::sync::broadcast` channel of [`Announcement`]s (the entries and,
+//!   as in a `Commit` frame, the state the commit left behind); a subscriber
+//!   that lags loses the oldest announcements and learns it did
+//!   (`RecvError::Lagged`), then falls back to the change log;
 //! - push targets ([`crate::Store::push_to`]): one task per responder control
 //!   socket with a bounded queue; a full queue drops the frame, a dead socket
 //!   drops the connection. The writer never waits for either.
@@ -24,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::feed::{Commit, FeedMessage, HostState, encode_changes, encode_frame};
+use crate::feed::{Commit, FeedMessage, HostState, encode_changes, encode_commit, encode_frame};
 use crate::model::{Change, ChangeKind};
 use crate::name::Name;
 
@@ -113,9 +114,22 @@ impl CommitStates {
     }
 }
 
+/// One commit as an in-process subscriber receives it: the same things a
+/// control socket receives, so `ddserver serve` feeds its own responder as
+/// a separate responder is fed (DESIGN invariant 7).
+#[derive(Debug)]
+pub struct Announcement {
+    /// The change-log entries the commit wrote, in serial order.
+    pub changes: Vec<Change>,
+    /// The state the commit left behind, when the transaction gathered it
+    /// and it covers every entry (a `Commit` frame's data); `None`: only
+    /// the entries, the log has the rest.
+    pub commit: Option<Commit>,
+}
+
 /// The shared announcement hub of one `Store` and its clones.
 pub(crate) struct Announcer {
-    subscribers: broadcast::Sender<Arc<[Change]>>,
+    subscribers: broadcast::Sender<Arc<Announcement>>,
     targets: Mutex<Vec<PushTarget>>,
     latest: AtomicU64,
 }
@@ -129,18 +143,19 @@ impl Announcer {
         }
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<[Change]>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Announcement>> {
         self.subscribers.subscribe()
     }
 
-    /// Whether anybody receives frames, so that a transaction should
-    /// gather the [`CommitStates`] a `Commit` frame needs.
+    /// Whether anybody receives frames or announcements, so that a
+    /// transaction should gather the [`CommitStates`] a `Commit` needs.
     pub(crate) fn wants_states(&self) -> bool {
-        !self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.subscribers.receiver_count() > 0
+            || !self
+                .targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// Called after a commit with the entries it wrote and, if the
@@ -150,16 +165,15 @@ impl Announcer {
             return;
         };
         self.latest.fetch_max(latest, Ordering::Relaxed);
-        let changes: Arc<[Change]> = changes.into();
+        let commit = states.and_then(|states| states.commit_for(&changes));
         let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         if !targets.is_empty() {
             let mut frames = Vec::new();
             // The data when it covers the whole commit and fits one frame,
             // else the hint (the responder then reads the log).
-            let commit = states.and_then(|states| states.commit_for(&changes));
-            let encoded = commit.is_some_and(|commit| {
-                encode_frame(&FeedMessage::Commit(commit), &mut frames).is_ok()
-            });
+            let encoded = commit
+                .as_ref()
+                .is_some_and(|commit| encode_commit(commit, &mut frames).is_ok());
             if !encoded {
                 encode_changes(&changes, &mut frames);
             }
@@ -176,7 +190,9 @@ impl Announcer {
         }
         drop(targets);
         // No subscriber is not an error: nobody listens in this process.
-        let _ = self.subscribers.send(changes);
+        let _ = self
+            .subscribers
+            .send(Arc::new(Announcement { changes, commit }));
     }
 
     /// Starts pushing to the control socket at `path`. Must be called

@@ -224,53 +224,62 @@ fn kind_from_code(code: u8) -> Result<ChangeKind, FrameError> {
 
 /// Appends `message` as one frame to `out`.
 pub fn encode_frame(message: &FeedMessage, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    framed(out, |out| {
+        match message {
+            FeedMessage::Hello { latest, writer } => {
+                let len = u8::try_from(writer.len()).map_err(|_| EncodeError::WriterTooLong)?;
+                out.push(TYPE_HELLO);
+                out.extend_from_slice(&latest.to_be_bytes());
+                out.push(len);
+                out.extend_from_slice(writer.as_bytes());
+            }
+            FeedMessage::Heartbeat { latest } => {
+                out.push(TYPE_HEARTBEAT);
+                out.extend_from_slice(&latest.to_be_bytes());
+            }
+            FeedMessage::Changes(changes) => {
+                if changes.len() > MAX_CHANGES_PER_FRAME {
+                    return Err(EncodeError::TooManyChanges(changes.len()));
+                }
+                let count = changes.len() as u16;
+                out.push(TYPE_CHANGES);
+                out.extend_from_slice(&count.to_be_bytes());
+                for change in changes {
+                    put_change(change, out);
+                }
+            }
+            FeedMessage::Commit(commit) => put_commit(commit, out)?,
+        }
+        Ok(())
+    })
+}
+
+/// Appends `commit` as one `Commit` frame to `out`: the same bytes as
+/// [`encode_frame`] of `FeedMessage::Commit`, without owning the commit
+/// (the store hands the same one to in-process subscribers).
+pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    framed(out, |out| put_commit(commit, out))
+}
+
+/// Writes one frame around what `body` appends (length prefix, version);
+/// on any error `out` is left as it was.
+fn framed(
+    out: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.push(FEED_VERSION);
-    match message {
-        FeedMessage::Hello { latest, writer } => {
-            let len = u8::try_from(writer.len()).map_err(|_| EncodeError::WriterTooLong);
-            let len = match len {
-                Ok(len) => len,
-                Err(e) => {
-                    out.truncate(start);
-                    return Err(e);
-                }
-            };
-            out.push(TYPE_HELLO);
-            out.extend_from_slice(&latest.to_be_bytes());
-            out.push(len);
-            out.extend_from_slice(writer.as_bytes());
-        }
-        FeedMessage::Heartbeat { latest } => {
-            out.push(TYPE_HEARTBEAT);
-            out.extend_from_slice(&latest.to_be_bytes());
-        }
-        FeedMessage::Changes(changes) => {
-            if changes.len() > MAX_CHANGES_PER_FRAME {
-                out.truncate(start);
-                return Err(EncodeError::TooManyChanges(changes.len()));
-            }
-            let count = changes.len() as u16;
-            out.push(TYPE_CHANGES);
-            out.extend_from_slice(&count.to_be_bytes());
-            for change in changes {
-                put_change(change, out);
-            }
-        }
-        FeedMessage::Commit(commit) => {
-            if let Err(e) = put_commit(commit, out) {
-                out.truncate(start);
-                return Err(e);
-            }
-        }
+    if let Err(e) = body(out) {
+        out.truncate(start);
+        return Err(e);
     }
-    let body = out.len() - start - 4;
-    if body > MAX_FRAME_BODY {
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME_BODY {
         out.truncate(start);
         return Err(EncodeError::TooLarge);
     }
-    out[start..start + 4].copy_from_slice(&(body as u32).to_be_bytes());
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
 }
 

@@ -36,7 +36,7 @@ mod store;
 mod users;
 mod zones;
 
-pub use announce::{PushOptions, PushStats};
+pub use announce::{Announcement, PushOptions, PushStats};
 pub use bulk::{
     RecordPage, ServedHost, ServedHostPages, StaticRecordPages, StoredRecord, StoredRecordRef,
 };

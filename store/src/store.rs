@@ -351,10 +351,11 @@ impl Store {
     }
 
     /// Announcements of every commit made through this store (and its
-    /// clones) from now on, each the change-log entries of one commit in
-    /// serial order. Bounded: a receiver that falls behind gets
-    /// `RecvError::Lagged` and must read the change log instead.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<[Change]>> {
+    /// clones) from now on: the change-log entries of one commit in serial
+    /// order and, where the commit path gathered it, the state it left
+    /// behind (see [`crate::Announcement`]). Bounded: a receiver that falls
+    /// behind gets `RecvError::Lagged` and must read the change log instead.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::Announcement>> {
         self.announcer.subscribe()
     }
 

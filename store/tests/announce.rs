@@ -141,9 +141,9 @@ async fn announcements_equal_the_log(store: &Store) {
 
     let mut announced = Vec::new();
     let mut commits = 0;
-    while let Ok(changes) = rx.try_recv() {
+    while let Ok(announcement) = rx.try_recv() {
         commits += 1;
-        announced.extend(changes.iter().cloned());
+        announced.extend(announcement.changes.iter().cloned());
     }
     let logged = store.changes_since(0, 1000).await.unwrap();
     assert_eq!(
@@ -295,6 +295,61 @@ async fn grouped_updates_push_their_committed_state(store: &Store) {
     }
 }
 
+/// `ddserver serve` feeds its own responder in-process: with a subscriber
+/// and no push target, a grouped update's announcement carries the same
+/// committed state a `Commit` frame would; a write without gathered state
+/// carries only its entries.
+async fn grouped_updates_announce_their_committed_state(store: &Store) {
+    let actor = Actor::cli();
+    zone_user_hosts(store, 2).await;
+    let fqdns: Vec<Name> = (0..2)
+        .map(|i| name(&format!("h{i}.dyn.example.net")))
+        .collect();
+    let mut rx = store.subscribe();
+    let before = store.latest_serial().await.unwrap();
+    let updates: Vec<HostUpdate> = fqdns
+        .iter()
+        .zip([[10, 0, 0, 7], [10, 0, 0, 8]])
+        .map(|(fqdn, ipv4)| HostUpdate {
+            fqdn: fqdn.clone(),
+            ipv4: Some(Some(ipv4.into())),
+            ipv6: None,
+            offline: None,
+            wildcard: None,
+            actor: actor.clone(),
+            user_agent: "test".into(),
+        })
+        .collect();
+    store.update_hosts(&updates).await.unwrap();
+    store
+        .add_host(&actor, new_host("h9.dyn.example.net", None), None)
+        .await
+        .unwrap();
+
+    let logged = store.changes_since(before, 100).await.unwrap();
+    let grouped = rx.try_recv().expect("the grouped update was announced");
+    let commit = grouped.commit.as_ref().expect("with its committed state");
+    assert_eq!(grouped.changes, logged[..2].to_vec());
+    let entries: Vec<_> = commit.changes.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(
+        entries, grouped.changes,
+        "the commit's entries are the log's"
+    );
+    let hosts = store.hosts_by_fqdn(&fqdns).await.unwrap();
+    for (change, state) in &commit.changes {
+        let host = hosts.iter().find(|h| h.fqdn == change.name).unwrap();
+        assert_eq!(
+            state.as_ref(),
+            Some(&HostState::of(host)),
+            "{}",
+            change.name
+        );
+    }
+    let added = rx.try_recv().expect("the added host was announced");
+    assert_eq!(added.changes, logged[2..].to_vec());
+    assert!(added.commit.is_none(), "adding a host gathers no state");
+}
+
 /// A `#[tokio::test]` per backend for each `async fn name(&Store)` listed:
 /// `sqlite::name` and `mariadb::name` (a fresh database, dropped after).
 macro_rules! on_both_backends {
@@ -326,4 +381,5 @@ on_both_backends!(
     announcements_equal_the_log,
     pushes_reach_a_socket,
     grouped_updates_push_their_committed_state,
+    grouped_updates_announce_their_committed_state,
 );
