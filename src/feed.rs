@@ -621,7 +621,7 @@ fn upsert(zone: &str, host: HostData) -> Change {
 
 /// A host's state, pushed or read, as the responder serves it under
 /// `label` (relative to its zone).
-fn served_host(label: String, state: HostState) -> HostData {
+pub(crate) fn served_host(label: String, state: HostState) -> HostData {
     HostData {
         name: label,
         ipv4: state.ipv4,

@@ -20,11 +20,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result, anyhow};
 use ddserver_responder::{AddressHosts, Change, HostData, RecordData, StaticRecord, ZoneData};
 use ddserver_store::{
-    RecordPage, RecordType, RecordValue, ServedHost, ServedHostPages, StaticRecordPages, Store,
-    StoreError, StoredRecordRef, Zone,
+    RecordPage, RecordType, RecordValue, ServedHostPages, StaticRecordPages, Store, StoreError,
+    StoredRecordRef, Zone,
 };
 use hashbrown::HashTable;
 use tokio::sync::mpsc;
+
+use crate::feed::served_host;
 
 /// A zone ready for the snapshot writer: apex data with the static records
 /// that need zone-level handling, and the plain address names.
@@ -97,24 +99,13 @@ impl Pages for ServedHostPages {
             page.into_iter()
                 .filter_map(|host| {
                     let zone = self.zone(host.zone_id)?.as_str().to_owned();
-                    Some(Change::UpsertHost(zone, served_host(host)))
+                    Some(Change::UpsertHost(
+                        zone,
+                        served_host(host.label, host.state),
+                    ))
                 })
                 .collect(),
         ))
-    }
-}
-
-/// A stored host as the responder serves it.
-fn served_host(host: ServedHost) -> HostData {
-    HostData {
-        name: host.label,
-        ipv4: host.ipv4,
-        ipv6: host.ipv6,
-        txt: host.txt,
-        wildcard: host.wildcard,
-        offline: host.offline,
-        disabled: host.disabled,
-        ttl: None,
     }
 }
 

@@ -15,12 +15,12 @@
 //! `\DDD`). This module reads only; it must never be used to write.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 
 use crate::error::StoreError;
+use crate::feed::HostState;
 use crate::model::Backend;
 use crate::name::Name;
 use crate::record::RecordType;
@@ -266,13 +266,9 @@ pub struct ServedHost {
     pub zone_id: i64,
     /// Relative to the zone, as stored.
     pub label: String,
-    pub ipv4: Option<Ipv4Addr>,
-    pub ipv6: Option<Ipv6Addr>,
-    /// ACME DNS-01 tokens, in position order.
-    pub txt: Vec<String>,
-    pub wildcard: bool,
-    pub offline: bool,
-    pub disabled: bool,
+    /// What the responder serves for it (the same type a pushed `Commit`
+    /// carries).
+    pub state: HostState,
 }
 
 /// Every host, in id ranges of [`CHUNK_IDS`].
@@ -365,7 +361,7 @@ impl ServedHostPages {
             for row in &txt {
                 let id: i64 = row.try_get(0)?;
                 if let Ok(i) = hosts.binary_search_by_key(&id, |h| h.id) {
-                    hosts[i].txt.push(row.try_get(1)?);
+                    hosts[i].state.txt.push(row.try_get(1)?);
                 }
             }
             // A zone created after the pages began: learn its name.
@@ -405,12 +401,14 @@ fn parse_host_line(line: &str) -> Result<ServedHost, StoreError> {
         id,
         zone_id,
         label,
-        ipv4,
-        ipv6,
-        txt: Vec::new(),
-        wildcard: flag(wildcard),
-        offline: flag(offline),
-        disabled: flag(disabled),
+        state: HostState {
+            ipv4,
+            ipv6,
+            txt: Vec::new(),
+            wildcard: flag(wildcard),
+            offline: flag(offline),
+            disabled: flag(disabled),
+        },
     })
 }
 

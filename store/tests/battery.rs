@@ -2062,20 +2062,25 @@ async fn load_all_pages(store: &Store) {
         assert_eq!(got.id, want.id);
         assert_eq!(zone, &want.zone);
         assert_eq!(got.label, want.label);
-        assert_eq!(got.ipv4, want.ipv4);
-        assert_eq!(got.ipv6, want.ipv6);
-        assert_eq!(got.txt, want.txt);
-        assert_eq!(got.wildcard, want.flags.wildcard);
-        assert_eq!(got.offline, want.flags.offline);
-        assert_eq!(got.disabled, want.flags.disabled.is_some(), "{}", want.fqdn);
+        assert_eq!(got.state.ipv4, want.ipv4);
+        assert_eq!(got.state.ipv6, want.ipv6);
+        assert_eq!(got.state.txt, want.txt);
+        assert_eq!(got.state.wildcard, want.flags.wildcard);
+        assert_eq!(got.state.offline, want.flags.offline);
+        assert_eq!(
+            got.state.disabled,
+            want.flags.disabled.is_some(),
+            "{}",
+            want.fqdn
+        );
     }
     assert!(
         served
             .iter()
-            .any(|(_, h)| h.wildcard && h.offline && h.ipv6.is_some())
+            .any(|(_, h)| h.state.wildcard && h.state.offline && h.state.ipv6.is_some())
     );
-    assert!(served.iter().any(|(_, h)| h.disabled));
-    assert!(served.iter().any(|(_, h)| !h.txt.is_empty()));
+    assert!(served.iter().any(|(_, h)| h.state.disabled));
+    assert!(served.iter().any(|(_, h)| !h.state.txt.is_empty()));
 }
 
 /// The updater's store calls: credentials with the stored hash, one
