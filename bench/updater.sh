@@ -133,14 +133,17 @@ profile() { # MODE: starts perf on the server for the next DURATION seconds
     mkdir -p "$PERF"
     perf record -F 1999 -g -p "$pid" -o "$PERF/$1.perf" -- sleep "$((DURATION - 1))" >/dev/null 2>&1 &
 }
-measured() { # MODE THREADS: wrk's summary plus the server's CPU per answer
-    local before after out answers
-    profile "$1"
+measured() { # MODE COMMAND...: runs COMMAND (a wrk run), prints its summary
+    # and the server's CPU per answer (answers counted by the Lua script,
+    # else wrk's request count)
+    local mode=$1 before after out answers
+    shift
+    profile "$mode"
     before=$(ticks)
-    out=$(run_wrk "$1" "$2")
+    out=$("$@")
     after=$(ticks)
     echo "$out" | grep -E '^(answers|latency|Requests/sec)'
-    answers=$(echo "$out" | awk '/^answers/ {n += $3} END {print n + 0}')
+    answers=$(echo "$out" | awk '/^answers/ {n += $3} /requests in/ {r = $1} END {print (n > 0 ? n : r) + 0}')
     [ "$answers" -gt 0 ] && awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
         'BEGIN {printf "server CPU per answer: %.1f us\n", t / hz * 1e6 / n}'
 }
@@ -151,19 +154,13 @@ for mode in ${MODES:-http nochg flood change wrong served}; do
     case $mode in
         http)
             echo "## http (/healthz, no Lua: the harness ceiling)"
-            profile http
-            before=$(ticks)
-            out=$(wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz")
-            after=$(ticks)
-            echo "$out" | grep -E '^Requests/sec'
-            # The server's CPU per /healthz answer: the floor of any request
-            # (TCP receive, hyper, TCP send), against which nochg compares.
-            answers=$(echo "$out" | awk '/requests in/ {print $1}')
-            awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
-                'BEGIN {printf "server CPU per answer: %.1f us\n", t / hz * 1e6 / n}' ;;
+            # The server's CPU per /healthz answer is the floor of any
+            # request (TCP receive, hyper, TCP send), against which nochg
+            # compares.
+            measured http wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz" ;;
         nochg|change|wrong)
             echo "## $mode"
-            measured "$mode" "$THREADS" ;;
+            measured "$mode" run_wrk "$mode" "$THREADS" ;;
         flood)
             # Good clients during a flood of wrong passwords (argon2 capped
             # at max_verifications): cached credentials never wait for argon2.
