@@ -318,6 +318,7 @@ pub(crate) async fn start_responder(config: &Config, store: &Store) -> Result<Ru
         .load_all(|batch, publish| writer.handle.apply(batch, publish))
         .await
         .context("loading zones and hosts from the database")?;
+    store.release_memory().await;
     release_free_memory();
     let load_time = started.elapsed();
     metrics
@@ -387,6 +388,13 @@ fn release_free_memory() {
     // SAFETY: mi_collect only releases memory no allocation uses; it takes
     // no pointers and is safe to call from any thread.
     unsafe { mi_collect(true) };
+    // SQLite allocates with the C library's malloc, whose per-thread heaps
+    // keep freed pages until trimmed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the moment this is created: install it

@@ -376,6 +376,32 @@ impl Store {
         self.announcer.flush(timeout).await
     }
 
+    /// Asks the idle SQLite connections to give back their page caches and
+    /// the temporaries of past statements (`PRAGMA shrink_memory`), after a
+    /// bulk read that no later query repeats: the responder's load leaves
+    /// several megabytes per connection in the C heap otherwise, a tenth of
+    /// its resident size at 1M names. The caller then returns the freed heap
+    /// to the system (`malloc_trim`). MariaDB connections hold nothing of
+    /// the kind here; for them this does nothing.
+    pub async fn release_memory(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let mut idle = Vec::new();
+        while let Some(conn) = self.pool.try_acquire() {
+            idle.push(conn);
+        }
+        for conn in &mut idle {
+            // Best effort: a connection that cannot shrink keeps its cache.
+            if let Err(e) = sqlx::query("PRAGMA shrink_memory")
+                .execute(&mut **conn)
+                .await
+            {
+                tracing::debug!("PRAGMA shrink_memory: {e}");
+            }
+        }
+    }
+
     /// The serial of the newest change-log entry; 0 when there is none.
     pub async fn latest_serial(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(serial), 0) FROM changes")

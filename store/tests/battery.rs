@@ -146,6 +146,7 @@ battery!(
     load_all_pages,
     updater_batch_credentials_and_seen,
     group_commit_gives_each_writer_its_serial,
+    release_memory_keeps_everything,
 );
 
 // A failing write in a group: a trigger (real database behaviour, no mock)
@@ -246,6 +247,56 @@ async fn sqlite_file_is_created_in_wal_mode() {
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_release_memory_keeps_its_data() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    release_memory_keeps_everything(&store).await;
+}
+
+/// `release_memory` after a bulk read (what the responder does after its
+/// load) leaves every connection usable and every row in place, also while
+/// other queries run beside it.
+async fn release_memory_keeps_everything(store: &Store) {
+    async fn loaded_hosts(store: &Store) -> (u64, usize) {
+        let load = store.load_all().await.unwrap();
+        let mut pages = load.hosts;
+        let mut hosts = 0;
+        while let Some(page) = pages.next_batch().await.unwrap() {
+            hosts += page.len();
+        }
+        (load.serial, hosts)
+    }
+    zone_and_user(store).await;
+    add_hosts(store, (0..300).map(|i| format!("m{i}.dyn.example.org"))).await;
+    let before = loaded_hosts(store).await;
+    assert_eq!(before.1, 300);
+    // Several connections busy at once, so more than one holds a cache.
+    let (a, b, c) = tokio::join!(
+        loaded_hosts(store),
+        loaded_hosts(store),
+        loaded_hosts(store)
+    );
+    assert_eq!([a, b, c], [before; 3]);
+    let (_, during) = tokio::join!(store.release_memory(), loaded_hosts(store));
+    assert_eq!(during, before);
+    assert_eq!(loaded_hosts(store).await, before);
+    // And it still writes.
+    store
+        .update_host(address_update(
+            "m7.dyn.example.org",
+            Ipv4Addr::new(192, 0, 2, 77),
+        ))
+        .await
+        .unwrap();
+    let host = store
+        .host_by_fqdn(&name("m7.dyn.example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(host.ipv4, Some(Ipv4Addr::new(192, 0, 2, 77)));
 }
 
 // ---------------------------------------------------------------------------
