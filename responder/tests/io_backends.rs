@@ -448,6 +448,7 @@ fn stats_count_what_happened(mode: IoMode) {
         tcp_idle_closed: 0,
         tcp_queries: 2,
         tcp_answered: 1,
+        udp_busy_periods: 0,
     };
     assert_eq!(stats_reach(&f.server, |s| *s == want), want);
     f.server.shutdown().unwrap();
@@ -570,6 +571,53 @@ macro_rules! battery {
 
 battery!(portable, IoMode::Portable);
 battery!(uring, IoMode::IoUring);
+
+/// The portable backend reads a socket whose batches come back full in a
+/// loop outside epoll (no waiter on its queue), then puts it back when it
+/// is drained: through both moves every query is answered once, TCP is
+/// served while UDP is busy, a lone query after the flood is answered, and
+/// shutdown is prompt.
+#[test]
+fn portable_busy_socket_leaves_and_rejoins_epoll() {
+    const N: u16 = 4000;
+    let Some(f) = start(IoMode::Portable, |c| c.udp_batch = 4) else {
+        return;
+    };
+    let addr = f.server.local_addrs()[0];
+    let c = udp_client(addr);
+    set_rcvbuf(c.as_raw_fd(), 4 << 20);
+    let r = c.try_clone().unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut seen = vec![false; usize::from(N)];
+        let mut buf = [0u8; 512];
+        for _ in 0..N {
+            let n = r.recv(&mut buf).expect("all queries answered");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            check_answer(&buf[..n], id);
+            assert!(!seen[usize::from(id)], "one answer per query");
+            seen[usize::from(id)] = true;
+        }
+    });
+    let mut s = tcp_client(addr);
+    for id in 0..N {
+        c.send(&query(id)).unwrap();
+        if id == N / 2 {
+            s.write_all(&framed(7)).unwrap();
+        }
+    }
+    check_answer(&tcp_read_message(&mut s), 7);
+    receiver.join().unwrap();
+    let stats = stats_reach(&f.server, |s| s.udp_answered == u64::from(N));
+    assert!(stats.udp_busy_periods >= 1, "{stats:?}");
+    // Drained and idle: the socket is back in epoll, and a lone query wakes it.
+    std::thread::sleep(Duration::from_millis(100));
+    for id in 1..=3 {
+        assert_eq!(udp_ask(&c, id).0, 1);
+    }
+    let started = std::time::Instant::now();
+    f.server.shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
 
 #[test]
 fn auto_picks_io_uring_where_it_works() {

@@ -245,6 +245,9 @@ pub struct IoStats {
     pub tcp_queries: u64,
     /// TCP answers queued for sending.
     pub tcp_answered: u64,
+    /// Times a UDP socket was read in a loop, outside the wait set, because
+    /// its batches came back full (the portable backend at full load).
+    pub udp_busy_periods: u64,
 }
 
 /// One worker's counters. Written only by that worker, with one relaxed add
@@ -260,6 +263,7 @@ pub(crate) struct Counters {
     tcp_idle_closed: AtomicU64,
     tcp_queries: AtomicU64,
     tcp_answered: AtomicU64,
+    udp_busy_periods: AtomicU64,
 }
 
 /// Which counter to add to.
@@ -272,6 +276,7 @@ pub(crate) enum Counter {
     TcpIdleClosed,
     TcpQueries,
     TcpAnswered,
+    UdpBusyPeriods,
 }
 
 impl Counters {
@@ -288,6 +293,7 @@ impl Counters {
             Counter::TcpIdleClosed => &self.tcp_idle_closed,
             Counter::TcpQueries => &self.tcp_queries,
             Counter::TcpAnswered => &self.tcp_answered,
+            Counter::UdpBusyPeriods => &self.udp_busy_periods,
         };
         c.fetch_add(n, Ordering::Relaxed);
     }
@@ -301,6 +307,7 @@ impl Counters {
         s.tcp_idle_closed += get(&self.tcp_idle_closed);
         s.tcp_queries += get(&self.tcp_queries);
         s.tcp_answered += get(&self.tcp_answered);
+        s.udp_busy_periods += get(&self.udp_busy_periods);
     }
 }
 
