@@ -562,6 +562,10 @@ macro_rules! battery {
                 super::panicking_handler_stops_one_worker($mode)
             }
             #[test]
+            fn udp_busy_socket_read_directly_then_waited_for() {
+                super::udp_busy_socket_read_directly_then_waited_for($mode)
+            }
+            #[test]
             fn shutdown_is_prompt() {
                 super::shutdown_is_prompt($mode)
             }
@@ -572,15 +576,14 @@ macro_rules! battery {
 battery!(portable, IoMode::Portable);
 battery!(uring, IoMode::IoUring);
 
-/// The portable backend reads a socket whose batches come back full in a
-/// loop outside epoll (no waiter on its queue), then puts it back when it
-/// is drained: through both moves every query is answered once, TCP is
-/// served while UDP is busy, a lone query after the flood is answered, and
-/// shutdown is prompt.
-#[test]
-fn portable_busy_socket_leaves_and_rejoins_epoll() {
+/// A socket whose batches come back full is read in a loop with recvmmsg,
+/// outside epoll (portable) or its multishot receive (io_uring), so that no
+/// waiter sits on its queue, and goes back when it is drained: through both
+/// moves every query is answered once, TCP is served while UDP is busy, a
+/// lone query after the flood is answered, and shutdown is prompt.
+fn udp_busy_socket_read_directly_then_waited_for(mode: IoMode) {
     const N: u16 = 4000;
-    let Some(f) = start(IoMode::Portable, |c| c.udp_batch = 4) else {
+    let Some(f) = start(mode, |c| c.udp_batch = 4) else {
         return;
     };
     let addr = f.server.local_addrs()[0];

@@ -21,7 +21,7 @@ const SHUTDOWN: u64 = u64::MAX;
 const TCP: u64 = u64::MAX - 1;
 /// Full batches read from one socket before looking at the others (and the
 /// shutdown flag) again.
-const MAX_BATCHES_PER_WAKE: usize = 16;
+pub(super) const MAX_BATCHES_PER_WAKE: usize = 16;
 /// sendmmsg retries when the socket's send buffer is momentarily full; after
 /// that the rest of the batch is dropped (UDP: the client retries) rather
 /// than stalling every other client of this worker.
@@ -29,8 +29,8 @@ const SEND_RETRIES: usize = 8;
 
 /// Per-worker UDP batch buffers. The `mmsghdr`s point into the boxed slices,
 /// whose heap addresses never change, so they are wired once at setup.
-struct UdpBatch {
-    batch: usize,
+pub(super) struct UdpBatch {
+    pub(super) batch: usize,
     max_query: usize,
     max_response: usize,
     queries: Box<[u8]>,
@@ -43,7 +43,7 @@ struct UdpBatch {
 }
 
 impl UdpBatch {
-    fn new(batch: usize, max_query: usize, max_response: usize) -> UdpBatch {
+    pub(super) fn new(batch: usize, max_query: usize, max_response: usize) -> UdpBatch {
         // SAFETY (for the zeroed() calls below): all-zero is a valid value of
         // these plain C structs (null pointers, zero lengths).
         let zero_iov = libc::iovec {
@@ -82,7 +82,13 @@ impl UdpBatch {
 
     /// Receives up to one batch from `fd`, answers it and sends the answers.
     /// Returns how many datagrams were received (0: nothing was queued).
-    fn run_once<Src, H>(&mut self, fd: i32, shared: &Src, handler: &H, counters: &Counters) -> usize
+    pub(super) fn run_once<Src, H>(
+        &mut self,
+        fd: i32,
+        shared: &Src,
+        handler: &H,
+        counters: &Counters,
+    ) -> usize
     where
         Src: Source,
         H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
