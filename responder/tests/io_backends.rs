@@ -576,11 +576,11 @@ macro_rules! battery {
 battery!(portable, IoMode::Portable);
 battery!(uring, IoMode::IoUring);
 
-/// A socket whose batches come back full is read in a loop with recvmmsg,
-/// outside epoll (portable) or its multishot receive (io_uring), so that no
-/// waiter sits on its queue, and goes back when it is drained: through both
-/// moves every query is answered once, TCP is served while UDP is busy, a
-/// lone query after the flood is answered, and shutdown is prompt.
+/// A socket whose batches come back full is read on without waiting (the
+/// portable backend: no poll(2) in between), and waited for again once a
+/// batch comes back short: through both, every query is answered once, TCP
+/// is served while UDP is busy, a lone query after the flood is answered,
+/// and shutdown is prompt.
 fn udp_busy_socket_read_directly_then_waited_for(mode: IoMode) {
     const N: u16 = 4000;
     let Some(f) = start(mode, |c| c.udp_batch = 4) else {
@@ -611,7 +611,9 @@ fn udp_busy_socket_read_directly_then_waited_for(mode: IoMode) {
     check_answer(&tcp_read_message(&mut s), 7);
     receiver.join().unwrap();
     let stats = stats_reach(&f.server, |s| s.udp_answered == u64::from(N));
-    assert!(stats.udp_busy_periods >= 1, "{stats:?}");
+    if mode == IoMode::Portable {
+        assert!(stats.udp_busy_periods >= 1, "{stats:?}");
+    }
     // Drained and idle: the socket is back in epoll, and a lone query wakes it.
     std::thread::sleep(Duration::from_millis(100));
     for id in 1..=3 {

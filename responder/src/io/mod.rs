@@ -245,8 +245,8 @@ pub struct IoStats {
     pub tcp_queries: u64,
     /// TCP answers queued for sending.
     pub tcp_answered: u64,
-    /// Times a UDP socket was read in a loop, outside the wait set, because
-    /// its batches came back full (the portable backend at full load).
+    /// Times the portable backend found a UDP socket busy (its batch came
+    /// back full) and went on reading it without sleeping in poll(2).
     pub udp_busy_periods: u64,
 }
 

@@ -1,12 +1,13 @@
-//! The portable backend: one epoll set per worker over its UDP sockets, its
-//! TCP epoll fd (nested) and the shutdown eventfd; UDP moves in
-//! recvmmsg/sendmmsg batches through buffers preallocated per worker.
+//! The portable backend: poll(2) per worker over its UDP sockets and one
+//! epoll set holding its TCP epoll fd (nested) and the shutdown eventfd;
+//! UDP moves in recvmmsg/sendmmsg batches through buffers preallocated per
+//! worker.
 //!
 //! Runs wherever Linux does (containers whose seccomp profile forbids
 //! io_uring included). Per packet it must never allocate, lock, log or make
-//! a syscall: the syscalls are one epoll_wait per wake-up, one recvmmsg and
-//! one sendmmsg per batch, and at full load a socket leaves the epoll set
-//! until it is drained (see `run`).
+//! a syscall: the syscalls are one poll per wake-up, one recvmmsg and one
+//! sendmmsg per batch. The UDP sockets are waited for with poll(2), not
+//! epoll (see `run`); epoll keeps the TCP sockets and the shutdown eventfd.
 
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,7 +22,7 @@ const SHUTDOWN: u64 = u64::MAX;
 const TCP: u64 = u64::MAX - 1;
 /// Full batches read from one socket before looking at the others (and the
 /// shutdown flag) again.
-pub(super) const MAX_BATCHES_PER_WAKE: usize = 16;
+const MAX_BATCHES_PER_WAKE: usize = 16;
 /// sendmmsg retries when the socket's send buffer is momentarily full; after
 /// that the rest of the batch is dropped (UDP: the client retries) rather
 /// than stalling every other client of this worker.
@@ -29,8 +30,8 @@ const SEND_RETRIES: usize = 8;
 
 /// Per-worker UDP batch buffers. The `mmsghdr`s point into the boxed slices,
 /// whose heap addresses never change, so they are wired once at setup.
-pub(super) struct UdpBatch {
-    pub(super) batch: usize,
+struct UdpBatch {
+    batch: usize,
     max_query: usize,
     max_response: usize,
     queries: Box<[u8]>,
@@ -43,7 +44,7 @@ pub(super) struct UdpBatch {
 }
 
 impl UdpBatch {
-    pub(super) fn new(batch: usize, max_query: usize, max_response: usize) -> UdpBatch {
+    fn new(batch: usize, max_query: usize, max_response: usize) -> UdpBatch {
         // SAFETY (for the zeroed() calls below): all-zero is a valid value of
         // these plain C structs (null pointers, zero lengths).
         let zero_iov = libc::iovec {
@@ -82,13 +83,7 @@ impl UdpBatch {
 
     /// Receives up to one batch from `fd`, answers it and sends the answers.
     /// Returns how many datagrams were received (0: nothing was queued).
-    pub(super) fn run_once<Src, H>(
-        &mut self,
-        fd: i32,
-        shared: &Src,
-        handler: &H,
-        counters: &Counters,
-    ) -> usize
+    fn run_once<Src, H>(&mut self, fd: i32, shared: &Src, handler: &H, counters: &Counters) -> usize
     where
         Src: Source,
         H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
@@ -207,11 +202,6 @@ where
         )
         .map_err(err("TCP epoll set"))?;
         let ev = libc::EPOLLIN as u32;
-        for (i, s) in parts.udp.iter().enumerate() {
-            epoll
-                .add(s.as_raw_fd(), ev, i as u64)
-                .map_err(err("epoll_ctl UDP"))?;
-        }
         epoll.add(tcp.fd(), ev, TCP).map_err(err("epoll_ctl TCP"))?;
         epoll
             .add(parts.shutdown_fd, ev, SHUTDOWN)
@@ -237,78 +227,76 @@ where
     let _ = ready.send(Ok(()));
     drop(ready);
 
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; udp.len() + 2];
-    // Sockets taken out of the epoll set while they stay busy. A socket in
-    // an epoll set has a waiter on its wait queue, and the kernel wakes
-    // that waiter (a spinlock with interrupts off, and epoll's callback)
-    // each time it frees one of the socket's sent datagrams: at full load
-    // that was 5-8% of the worker's CPU (perf, bench/README.md), which a
-    // blocking recvmmsg loop like the echo responder's never pays. So a
-    // socket whose batch came back full is read without epoll until it is
-    // drained, then added back: epoll_ctl checks readiness on adding, so a
-    // datagram that arrives in between is not missed.
-    let mut busy = vec![false; udp.len()];
-    let mut busy_count = 0usize;
+    // The UDP sockets are waited for with poll(2), not kept in the epoll
+    // set. A socket in an epoll set (or under an io_uring multishot
+    // receive) has a waiter on its queue for as long as it is registered,
+    // and the kernel wakes that waiter (a spinlock with interrupts off, and
+    // epoll's callback) each time it frees one of the socket's sent
+    // datagrams: at full load that was 5-8% of the worker's CPU (perf,
+    // bench/README.md). poll(2) puts its waiters on the queues only while
+    // it sleeps, when the socket is empty and nothing of ours is being
+    // sent, and not at all with a zero timeout: the blocking recvmmsg loop
+    // of the echo responder pays no more. The epoll set keeps TCP and the
+    // shutdown eventfd and is itself one of the polled descriptors.
+    let mut fds: Vec<libc::pollfd> = udp
+        .iter()
+        .map(|s| s.as_raw_fd())
+        .chain([epoll.raw()])
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let epoll_at = udp.len();
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+    // Whether a socket's last batch came back full (more is likely queued):
+    // then the next poll does not sleep.
+    let mut full = vec![false; udp.len()];
     loop {
-        let timeout = if busy_count > 0 {
+        let timeout = if full.iter().any(|&f| f) {
             0
         } else {
             tcp.timeout()
                 .map_or(-1, |d| d.as_millis().clamp(1, i32::MAX as u128) as i32)
         };
-        let n = epoll
-            .wait(&mut events, timeout)
-            .map_err(err("epoll_wait"))?;
-        for ev in &events[..n] {
-            match ev.u64 {
-                SHUTDOWN => return Ok(()),
-                TCP => {
-                    tcp.process(&shared, &handler)
-                        .map_err(err("epoll_wait TCP"))?;
-                }
-                i => {
-                    let i = i as usize;
-                    let fd = udp[i].as_raw_fd();
-                    let mut full = false;
-                    for _ in 0..MAX_BATCHES_PER_WAKE {
-                        // A short batch means the queue was empty a moment
-                        // ago: go back to epoll rather than pay a recvmmsg
-                        // that returns EAGAIN.
-                        full = batch.run_once(fd, &shared, &handler, &counters) == batch.batch;
-                        if !full {
-                            break;
-                        }
-                    }
-                    if full {
-                        epoll.remove(fd).map_err(err("epoll_ctl UDP"))?;
-                        busy[i] = true;
-                        busy_count += 1;
-                        counters.add(Counter::UdpBusyPeriods, 1);
-                    }
+        // SAFETY: `fds` is a live array of pollfds of the length passed.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(err("poll")(e));
+            }
+            continue;
+        }
+        if fds[epoll_at].revents != 0 {
+            let n = epoll.wait(&mut events, 0).map_err(err("epoll_wait"))?;
+            for ev in &events[..n] {
+                match ev.u64 {
+                    SHUTDOWN => return Ok(()),
+                    _ => tcp
+                        .process(&shared, &handler)
+                        .map_err(err("epoll_wait TCP"))?,
                 }
             }
         }
-        if busy_count > 0 {
-            for (i, socket) in udp.iter().enumerate() {
-                if !busy[i] {
-                    continue;
+        for (i, socket) in udp.iter().enumerate() {
+            if fds[i].revents == 0 && !full[i] {
+                continue;
+            }
+            let fd = socket.as_raw_fd();
+            let was_full = std::mem::take(&mut full[i]);
+            for _ in 0..MAX_BATCHES_PER_WAKE {
+                // A short batch means the queue was empty a moment ago: go
+                // back to poll rather than pay a recvmmsg that returns
+                // EAGAIN.
+                full[i] = batch.run_once(fd, &shared, &handler, &counters) == batch.batch;
+                if !full[i] {
+                    break;
                 }
-                let fd = socket.as_raw_fd();
-                for _ in 0..MAX_BATCHES_PER_WAKE {
-                    let got = batch.run_once(fd, &shared, &handler, &counters);
-                    if got == 0 {
-                        // Drained: wait for it in epoll again.
-                        epoll
-                            .add(fd, libc::EPOLLIN as u32, i as u64)
-                            .map_err(err("epoll_ctl UDP"))?;
-                        busy[i] = false;
-                        busy_count -= 1;
-                        break;
-                    }
-                    if got < batch.batch {
-                        break;
-                    }
-                }
+            }
+            if full[i] && !was_full {
+                counters.add(Counter::UdpBusyPeriods, 1);
             }
         }
         tcp.sweep();

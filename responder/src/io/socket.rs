@@ -330,10 +330,6 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
-    pub(super) fn remove(&self, fd: RawFd) -> std::io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
-    }
-
     /// Waits up to `timeout_ms` (-1 = forever) and returns how many entries
     /// of `events` were filled. EINTR counts as zero events.
     pub(super) fn wait(

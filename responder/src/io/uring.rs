@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::portable::{MAX_BATCHES_PER_WAKE, UdpBatch};
 use super::tcp::Tcp;
 use super::{Counter, Counters, IoConfig, IoError, Source, WorkerParts};
 use crate::{Outcome, Transport};
@@ -277,7 +276,6 @@ where
         }
     };
     let count = usize::from(buffers.count);
-    let sockets = parts.udp.len();
     let mut worker = Worker {
         ring,
         buffers,
@@ -295,15 +293,6 @@ where
         batch_received: 0,
         batch_answered: 0,
         drained: false,
-        multishot: vec![false; sockets],
-        direct: vec![false; sockets],
-        direct_count: 0,
-        round_received: vec![0; sockets],
-        direct_batch: UdpBatch::new(
-            config.udp_batch,
-            config.udp_max_query,
-            config.udp_max_response,
-        ),
     };
     // The kernel reads only these two lengths from the recvmsg template.
     worker.recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
@@ -351,16 +340,6 @@ struct Worker {
     batch_received: u64,
     batch_answered: u64,
     drained: bool,
-    /// Per UDP socket: its multishot receive is live (armed and its last
-    /// completion not yet seen).
-    multishot: Vec<bool>,
-    /// Per UDP socket: read directly with recvmmsg (busy; see `serve`).
-    direct: Vec<bool>,
-    direct_count: usize,
-    /// Receive completions per socket in the current round.
-    round_received: Vec<usize>,
-    /// Buffers for the direct reads, as in the portable backend.
-    direct_batch: UdpBatch,
 }
 
 impl Worker {
@@ -389,59 +368,6 @@ impl Worker {
         .user_data(user_data(TAG_RECV, socket as u64));
         self.push(&entry)?;
         self.recvs_armed += 1;
-        self.multishot[socket] = true;
-        Ok(())
-    }
-
-    /// Takes a busy socket off its multishot receive and reads it directly
-    /// with recvmmsg until it is drained. A multishot receive keeps a poll
-    /// entry on the socket's wait queue, and the kernel wakes it (a
-    /// spinlock with interrupts off and io_uring's callback) each time it
-    /// frees one of the socket's sent datagrams: 5-8% of the worker's CPU at
-    /// full load, which a blocking recvmmsg loop like the echo responder's
-    /// never pays (bench/README.md). The portable backend does the same with
-    /// its epoll set.
-    fn go_direct(&mut self, socket: usize) -> std::io::Result<()> {
-        let cancel = opcode::AsyncCancel::new(user_data(TAG_RECV, socket as u64))
-            .build()
-            .user_data(user_data(TAG_CANCEL, 0));
-        self.push(&cancel)?;
-        self.direct[socket] = true;
-        self.direct_count += 1;
-        self.counters.add(Counter::UdpBusyPeriods, 1);
-        Ok(())
-    }
-
-    /// Reads the directly read sockets until each is drained or has had
-    /// its share of batches; a drained socket gets its multishot receive
-    /// back (at once, or when the cancelled one has ended).
-    fn serve_direct<Src, H>(&mut self, shared: &Src, handler: &H) -> std::io::Result<()>
-    where
-        Src: Source,
-        H: Fn(&Src::Snapshot, &[u8], &mut [u8], Transport) -> Outcome,
-    {
-        for socket in 0..self.udp.len() {
-            if !self.direct[socket] {
-                continue;
-            }
-            let fd = self.udp[socket].as_raw_fd();
-            for _ in 0..MAX_BATCHES_PER_WAKE {
-                let got = self
-                    .direct_batch
-                    .run_once(fd, shared, handler, &self.counters);
-                if got == 0 {
-                    self.direct[socket] = false;
-                    self.direct_count -= 1;
-                    if !self.multishot[socket] {
-                        self.arm_recv(socket)?;
-                    }
-                    break;
-                }
-                if got < self.direct_batch.batch {
-                    break;
-                }
-            }
-        }
         Ok(())
     }
 
@@ -514,18 +440,6 @@ impl Worker {
             }
             self.cqes = cqes;
             self.buffers.publish();
-            for socket in 0..self.udp.len() {
-                // A full batch's worth in one round: the socket is busy.
-                if std::mem::take(&mut self.round_received[socket]) >= self.direct_batch.batch
-                    && self.multishot[socket]
-                    && !self.direct[socket]
-                {
-                    self.go_direct(socket)?;
-                }
-            }
-            if self.direct_count > 0 {
-                self.serve_direct(shared, handler)?;
-            }
             self.counters.add(
                 Counter::UdpReceived,
                 std::mem::take(&mut self.batch_received),
@@ -544,15 +458,7 @@ impl Worker {
     /// Submits what was queued and waits for at least one completion; with
     /// TCP connections open, at most until the next idle sweep is due.
     fn wait(&mut self) -> std::io::Result<()> {
-        // With a socket read directly, only look: its datagrams do not
-        // arrive as completions. (want = 1 with a zero timeout, not
-        // want = 0: only a waiting enter runs the deferred completions.)
-        let timeout = if self.direct_count > 0 {
-            Some(Duration::ZERO)
-        } else {
-            self.tcp.timeout()
-        };
-        let result = match timeout {
+        let result = match self.tcp.timeout() {
             None => self.ring.submit_and_wait(1),
             Some(d) => {
                 let ts = types::Timespec::new()
@@ -601,16 +507,11 @@ impl Worker {
         H: Fn(&T, &[u8], &mut [u8], Transport) -> Outcome,
     {
         if !cqueue::more(cqe.flags()) {
-            // Multishot ended: the buffer ring ran dry (ENOBUFS), an error,
-            // or `go_direct` cancelled it; buffers come back as sends
-            // complete, so re-arm unless the socket is read directly now.
+            // Multishot ended: the buffer ring ran dry (ENOBUFS) or an
+            // error; buffers come back as sends complete, so re-arm.
             self.recvs_armed -= 1;
-            self.multishot[socket] = false;
-            if !self.direct[socket] {
-                self.arm_recv(socket)?;
-            }
+            self.arm_recv(socket)?;
         }
-        self.round_received[socket] += 1;
         let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
             return Ok(()); // an error result carries no buffer
         };
