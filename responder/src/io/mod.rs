@@ -58,7 +58,7 @@ pub enum IoMode {
     Auto,
     /// io_uring or a start error ([`IoError::IoUringUnavailable`]).
     IoUring,
-    /// epoll + recvmmsg/sendmmsg; works wherever Linux does.
+    /// poll(2) + recvmmsg/sendmmsg; works wherever Linux does.
     Portable,
 }
 
@@ -96,7 +96,7 @@ pub struct UnknownIoMode;
 pub enum Backend {
     /// Multishot `RecvMsgMulti` over a provided-buffer ring, batched `SendMsg`.
     IoUring,
-    /// epoll + recvmmsg/sendmmsg.
+    /// poll(2) + recvmmsg/sendmmsg.
     Portable,
 }
 
@@ -469,7 +469,7 @@ where
         IoMode::Auto => match uring::probe(&config) {
             Ok(()) => Backend::IoUring,
             Err(e) => {
-                tracing::info!("responder I/O: using the portable backend (epoll + recvmmsg): {e}");
+                tracing::info!("responder I/O: using the portable backend (poll + recvmmsg): {e}");
                 Backend::Portable
             }
         },
