@@ -115,7 +115,8 @@ async fn admin_command(
 /// transparent huge pages on its arenas, and a 2 MiB page is resident as a
 /// whole once any of it is touched: at 1M names the responder held 14 MB
 /// (13% of its resident size) more with them, for no change in CPU per
-/// query that `bench/peers_loadgen.sh` could see (bench/README.md, "Memory after the load").
+/// query that `bench/peers_loadgen.sh` could see (bench/README.md,
+/// "Memory after the load").
 /// Set before anything large is allocated; applies to later page faults.
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
