@@ -194,6 +194,22 @@ fn udp_round_trip(mode: IoMode) {
     f.server.shutdown().unwrap();
 }
 
+/// Receives `n` answers on `r` in a thread: each a valid answer to one of
+/// the queries 0..n, each query answered once.
+fn receive_answers(r: UdpSocket, n: u16) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut seen = vec![false; usize::from(n)];
+        let mut buf = [0u8; 512];
+        for _ in 0..n {
+            let len = r.recv(&mut buf).expect("all queries answered");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            check_answer(&buf[..len], id);
+            assert!(!seen[usize::from(id)], "one answer per query");
+            seen[usize::from(id)] = true;
+        }
+    })
+}
+
 fn udp_many_in_flight(mode: IoMode) {
     const N: u16 = 2000;
     let Some(f) = start(mode, |c| c.udp_batch = 32) else {
@@ -203,17 +219,7 @@ fn udp_many_in_flight(mode: IoMode) {
         let c = udp_client(addr);
         set_rcvbuf(c.as_raw_fd(), 4 << 20);
         let r = c.try_clone().unwrap();
-        let receiver = std::thread::spawn(move || {
-            let mut seen = vec![false; usize::from(N)];
-            let mut buf = [0u8; 512];
-            for _ in 0..N {
-                let n = r.recv(&mut buf).expect("all queries answered");
-                let id = u16::from_be_bytes([buf[0], buf[1]]);
-                check_answer(&buf[..n], id);
-                assert!(!seen[usize::from(id)], "one answer per query");
-                seen[usize::from(id)] = true;
-            }
-        });
+        let receiver = receive_answers(r, N);
         for id in 0..N {
             c.send(&query(id)).unwrap();
         }
@@ -590,17 +596,7 @@ fn udp_busy_socket_read_directly_then_waited_for(mode: IoMode) {
     let c = udp_client(addr);
     set_rcvbuf(c.as_raw_fd(), 4 << 20);
     let r = c.try_clone().unwrap();
-    let receiver = std::thread::spawn(move || {
-        let mut seen = vec![false; usize::from(N)];
-        let mut buf = [0u8; 512];
-        for _ in 0..N {
-            let n = r.recv(&mut buf).expect("all queries answered");
-            let id = u16::from_be_bytes([buf[0], buf[1]]);
-            check_answer(&buf[..n], id);
-            assert!(!seen[usize::from(id)], "one answer per query");
-            seen[usize::from(id)] = true;
-        }
-    });
+    let receiver = receive_answers(r, N);
     let mut s = tcp_client(addr);
     for id in 0..N {
         c.send(&query(id)).unwrap();
@@ -614,7 +610,8 @@ fn udp_busy_socket_read_directly_then_waited_for(mode: IoMode) {
     if mode == IoMode::Portable {
         assert!(stats.udp_busy_periods >= 1, "{stats:?}");
     }
-    // Drained and idle: the socket is back in epoll, and a lone query wakes it.
+    // Drained and idle: the worker sleeps in poll again, and a lone query
+    // wakes it.
     std::thread::sleep(Duration::from_millis(100));
     for id in 1..=3 {
         assert_eq!(udp_ask(&c, id).0, 1);
