@@ -26,6 +26,7 @@
 
 pub mod export;
 pub mod handle;
+pub mod hash_index;
 pub mod io;
 mod render;
 pub mod snapshot;

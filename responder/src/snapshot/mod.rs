@@ -32,7 +32,7 @@
 //!
 //! Must never: mutate a published shard, or be read under a lock.
 
-mod prefetch;
+pub(crate) mod prefetch;
 mod staged;
 mod table;
 mod writer;

@@ -30,7 +30,7 @@ const GROUP: usize = 64;
 /// Requests the cache line holding `p` (a hint: it never faults, whatever
 /// the address, and has no effect the program can observe).
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is architecturally a hint that never faults and
     // writes nothing; SSE is part of the x86_64 baseline.

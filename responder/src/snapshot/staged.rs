@@ -21,41 +21,16 @@
 //! The writer keeps every name in at most one of its overlay and this store
 //! (see `SnapshotWriter::put`), so the two never disagree.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use super::SHARD_COUNT;
 use super::table::{entry_at, write_entry};
-
-/// The index's keys are already keyed, uniformly distributed hashes:
-/// hashing them again would only cost time.
-#[derive(Default)]
-pub(super) struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (u64 keys); fold anything else in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+use crate::hash_index::HashIndex;
 
 /// See the module documentation.
 #[derive(Default)]
 pub(super) struct Staged {
     arena: Arena,
     /// Name hash → position of the live entry in `arena`.
-    index: HashMap<u64, usize, BuildHasherDefault<KeyIsHash>>,
+    index: HashIndex,
 }
 
 /// Largest arena chunk: `CHUNK_BITS` bits of an entry's position are its
@@ -130,13 +105,20 @@ impl Staged {
         self.index.len()
     }
 
+    /// Asks for the memory [`Self::upsert`] of `hash` will probe first: a
+    /// load renders and hashes a few names ahead, so that their probes find
+    /// their cache lines already on the way.
+    pub(super) fn prefetch(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
     /// Room for `names` more entries in the index (the arena needs none).
     pub(super) fn reserve(&mut self, names: usize) {
         self.index.reserve(names);
     }
 
     pub(super) fn get(&self, hash: u64, name: &[u8]) -> Option<&[u8]> {
-        let &at = self.index.get(&hash)?;
+        let at = self.index.get(hash)?;
         let (stored, payload) = self.arena.entry(at);
         (stored == name).then_some(payload)
     }
@@ -144,7 +126,7 @@ impl Staged {
     /// Forgets `name` (its arena bytes stay until the publish).
     pub(super) fn remove(&mut self, hash: u64, name: &[u8]) {
         if self.get(hash, name).is_some() {
-            self.index.remove(&hash);
+            self.index.remove(hash);
         }
     }
 
@@ -153,13 +135,9 @@ impl Staged {
     /// two (at a million names, each probe is a cache miss).
     pub(super) fn upsert(&mut self, hash: u64, name: &[u8], payload: &[u8]) -> Upserted {
         let at = self.arena.push(name, payload);
-        match self.index.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(at);
-                Upserted::New
-            }
-            Entry::Occupied(mut slot) => {
-                let old = std::mem::replace(slot.get_mut(), at);
+        match self.index.insert(hash, at) {
+            None => Upserted::New,
+            Some(old) => {
                 let (old_name, old_payload) = self.arena.entry(old);
                 if old_name == name {
                     // Payloads always begin with their kind octet.
@@ -173,7 +151,7 @@ impl Staged {
 
     /// Every live `(name, payload)` entry, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.index.values().map(|&at| self.arena.entry(at))
+        self.index.entries().map(|(_, at)| self.arena.entry(at))
     }
 
     /// Empties the store, handing its live entries over in shard order.
@@ -182,14 +160,14 @@ impl Staged {
         let shard = |hash: u64| hash as usize & (SHARD_COUNT - 1);
         // Counting sort: one pass to count, one to place.
         let mut starts = vec![0usize; SHARD_COUNT + 1];
-        for &hash in index.keys() {
+        for (hash, _) in index.entries() {
             starts[shard(hash) + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
         let mut entries = vec![(0u64, 0usize); index.len()];
-        for (hash, at) in index {
+        for (hash, at) in index.entries() {
             let next = &mut starts[shard(hash)];
             entries[*next] = (hash, at);
             *next += 1;

@@ -24,7 +24,7 @@ use crate::render::{
     self, FLAG_HAS_ACME, KIND_ACME, KIND_ENT, KIND_HOST, KIND_MASK, RenderError, Statics,
 };
 use crate::wire::{self, NameKey};
-use crate::zone::{AddressHosts, Change, HostData, ZoneData};
+use crate::zone::{AddressHost, AddressHosts, Change, HostData, ZoneData};
 
 /// Handler settings (STYLE habit 7: each with its default and range).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +91,10 @@ pub struct ApplyReport {
 /// Staged names from which the first load's publish builds its shards on
 /// two threads (below this, a second thread costs more than it saves).
 const PARALLEL_BUILD_NAMES: usize = 100_000;
+/// Hosts of a bulk upsert rendered and hashed ahead of their index probes
+/// (see `upsert_address_hosts`): enough misses in flight to hide most of
+/// the latency, few enough that the prefetched lines are still cached.
+const LOOKAHEAD: usize = 16;
 
 /// A name and its new payload (`None`: removed).
 type PendingEntry = (Vec<u8>, Option<Vec<u8>>);
@@ -323,6 +327,8 @@ impl SnapshotWriter {
         }
         match self.staged.upsert(hash, name, payload) {
             Upserted::Replaced(kind) => Some(kind),
+            // A first load has nothing published to look in.
+            Upserted::New if self.current.names == 0 => None,
             Upserted::New => self.current.get_hashed(hash, name).map(|p| p[0]),
             Upserted::Displaced(other, payload) => {
                 self.pending.insert(other, Some(payload));
@@ -479,32 +485,56 @@ impl SnapshotWriter {
         self.staged.reserve(batch.expected());
         let mut name = Vec::with_capacity(wire::MAX_NAME_LEN);
         let mut payload = Vec::new();
-        for host in batch.iter() {
-            if let Err(e) = render::owner_name_into(host.name, &apex_lower, &mut name) {
-                rejected(e.into());
-                continue;
+        // Names rendered and hashed a group ahead of their upserts, their
+        // index slots prefetched meanwhile: at a million names each probe
+        // is otherwise a cache miss waited for in turn.
+        let mut names = Vec::with_capacity(LOOKAHEAD * 32);
+        let mut ahead: Vec<(std::ops::Range<usize>, u64, AddressHost<'_>)> =
+            Vec::with_capacity(LOOKAHEAD);
+        let mut hosts = batch.iter();
+        loop {
+            names.clear();
+            ahead.clear();
+            for host in hosts.by_ref() {
+                if let Err(e) = render::owner_name_into(host.name, &apex_lower, &mut name) {
+                    rejected(e.into());
+                    continue;
+                }
+                // The whole name at once: its length octets (at most 63)
+                // are never ASCII letters, so only label octets change.
+                name.make_ascii_lowercase();
+                if name == apex_lower {
+                    rejected(ApplyError::HostAtApex(host.name.to_owned()));
+                    continue;
+                }
+                let hash = self.hasher.hash(&name);
+                self.staged.prefetch(hash);
+                let start = names.len();
+                names.extend_from_slice(&name);
+                ahead.push((start..names.len(), hash, host));
+                if ahead.len() == LOOKAHEAD {
+                    break;
+                }
             }
-            // The whole name at once: its length octets (at most 63) are
-            // never ASCII letters, so only label octets change.
-            name.make_ascii_lowercase();
-            if name == apex_lower {
-                rejected(ApplyError::HostAtApex(host.name.to_owned()));
-                continue;
+            if ahead.is_empty() {
+                break;
             }
-            let ttl = host.ttl.unwrap_or(default_ttl);
-            payload = render::address_host_payload(payload, ttl, host.ipv4, host.ipv6);
-            let hash = self.hasher.hash(&name);
-            let old_kind = self.put_host(&name, hash, &payload);
-            let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
-            // One label below the apex (most names of a load) has no
-            // names in between to count: skip parsing it for them.
-            let one_label = name.len() == apex_lower.len() + 1 + usize::from(name[0]);
-            if !was_host && !one_label {
-                self.add_refs(&name, apex_labels);
-            }
-            let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
-            if was_acme && let Some(acme) = Self::acme_name(&name) {
-                self.drop_name(&acme, &key);
+            for (range, hash, host) in ahead.drain(..) {
+                let name = &names[range];
+                let ttl = host.ttl.unwrap_or(default_ttl);
+                payload = render::address_host_payload(payload, ttl, host.ipv4, host.ipv6);
+                let old_kind = self.put_host(name, hash, &payload);
+                let was_host = old_kind.map(|k| k & KIND_MASK) == Some(KIND_HOST);
+                // One label below the apex (most names of a load) has no
+                // names in between to count: skip parsing it for them.
+                let one_label = name.len() == apex_lower.len() + 1 + usize::from(name[0]);
+                if !was_host && !one_label {
+                    self.add_refs(name, apex_labels);
+                }
+                let was_acme = was_host && old_kind.is_some_and(|k| k & FLAG_HAS_ACME != 0);
+                if was_acme && let Some(acme) = Self::acme_name(name) {
+                    self.drop_name(&acme, &key);
+                }
             }
         }
         Ok(())
