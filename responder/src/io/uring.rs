@@ -7,9 +7,17 @@
 //! Buffer `bid` of the provided-buffer ring has a companion response buffer
 //! `bid`: a query received into buffer `bid` is answered from response
 //! buffer `bid`, sent to the peer address the kernel wrote into buffer `bid`
-//! (no copy), and buffer `bid` goes back to the ring when that send
-//! completes. In-flight sends therefore never exceed the ring size, and the
-//! submission queue is sized so they always fit.
+//! (no copy), and buffer `bid` goes back to the ring once that send has
+//! been issued. In-flight sends therefore never exceed the ring size, and
+//! the submission queue is sized so they always fit.
+//!
+//! Sends post no completion when they succeed (`IOSQE_CQE_SKIP_SUCCESS`)
+//! and never wait for socket space (`MSG_DONTWAIT`: a full socket buffer
+//! fails the send with EAGAIN, as `sendmmsg` would, instead of parking it
+//! in the kernel). A send is therefore done with our memory as soon as the
+//! `io_uring_enter` that consumed its submission returns: the kernel issues
+//! submissions inline, and a UDP send copies the datagram out at once. Half
+//! of the ring's completions (one per answer) are gone that way.
 //!
 //! TCP is not done with ring operations: the worker's TCP epoll fd (tcp.rs,
 //! shared with the portable backend) is watched by a multishot `PollAdd`, and
@@ -286,12 +294,13 @@ where
         recv_msghdr: Box::new(unsafe { std::mem::zeroed() }),
         responses: vec![0; count * config.udp_max_response].into_boxed_slice(),
         max_response: config.udp_max_response,
-        sends_in_flight: 0,
+        unsent: Vec::with_capacity(count),
         recvs_armed: 0,
         cqes: Vec::with_capacity(config.udp_batch),
         counters: parts.counters.clone(),
         batch_received: 0,
         batch_answered: 0,
+        batch_send_failures: 0,
         drained: false,
     };
     // The kernel reads only these two lengths from the recvmsg template.
@@ -331,7 +340,9 @@ struct Worker {
     recv_msghdr: Box<libc::msghdr>,
     responses: Box<[u8]>,
     max_response: usize,
-    sends_in_flight: usize,
+    /// Buffers whose answers are queued for sending: back to the ring
+    /// once the kernel has consumed every queued submission.
+    unsent: Vec<u16>,
     recvs_armed: usize,
     /// Completions being handled (capacity fixed at start).
     cqes: Vec<cqueue::Entry>,
@@ -339,6 +350,7 @@ struct Worker {
     /// Counts of the current batch, added to `counters` once per batch.
     batch_received: u64,
     batch_answered: u64,
+    batch_send_failures: u64,
     drained: bool,
 }
 
@@ -401,6 +413,7 @@ impl Worker {
     {
         loop {
             self.wait()?;
+            self.issued();
             // One snapshot load per batch, after the completions arrived.
             let snapshot = shared.load();
             let snapshot: &Src::Snapshot = &snapshot;
@@ -421,11 +434,11 @@ impl Worker {
                     match data >> TAG_SHIFT {
                         TAG_RECV => self.on_recv(low as usize, cqe, snapshot, handler)?,
                         TAG_SEND => {
-                            // A failed send (e.g. EPERM from a firewall) loses
-                            // one answer, as with sendmmsg: nothing to retry.
-                            self.sends_in_flight -= 1;
-                            self.batch_answered += u64::from(cqe.result() >= 0);
-                            self.buffers.give_back(low as u16);
+                            // Only a failed send completes (e.g. EPERM from a
+                            // firewall, EAGAIN on a full socket buffer): one
+                            // answer lost, as with sendmmsg; nothing to retry.
+                            // Its buffer went back when it was issued.
+                            self.batch_send_failures += 1;
                         }
                         TAG_TCP => {
                             self.tcp.process(shared, handler)?;
@@ -444,10 +457,10 @@ impl Worker {
                 Counter::UdpReceived,
                 std::mem::take(&mut self.batch_received),
             );
-            self.counters.add(
-                Counter::UdpAnswered,
-                std::mem::take(&mut self.batch_answered),
-            );
+            let answered = std::mem::take(&mut self.batch_answered);
+            let failed = std::mem::take(&mut self.batch_send_failures);
+            self.counters
+                .add(Counter::UdpAnswered, answered.saturating_sub(failed));
             if stop {
                 return Ok(());
             }
@@ -551,11 +564,27 @@ impl Worker {
         )
         .dest_addr(name.as_ptr().cast())
         .dest_addr_len(name.len() as libc::socklen_t)
+        .flags(libc::MSG_DONTWAIT)
         .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
         .user_data(user_data(TAG_SEND, u64::from(bid)));
         self.push(&entry)?;
-        self.sends_in_flight += 1;
+        self.unsent.push(bid);
         Ok(())
+    }
+
+    /// After an `io_uring_enter`: when it consumed every queued submission,
+    /// every queued send has been issued (see the module comment), so its
+    /// buffers go back to the ring. Otherwise (the kernel took only part,
+    /// e.g. short of memory) they wait for an enter that takes the rest.
+    fn issued(&mut self) {
+        if self.unsent.is_empty() || !self.ring.submission().is_empty() {
+            return;
+        }
+        self.batch_answered += self.unsent.len() as u64;
+        for bid in self.unsent.drain(..) {
+            self.buffers.give_back(bid);
+        }
     }
 
     /// Cancels every operation and waits until none can touch our memory.
@@ -571,21 +600,22 @@ impl Worker {
         let cancelled = self.push(&cancel).is_ok();
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while cancelled
-            && (self.recvs_armed > 0 || self.sends_in_flight > 0)
+            && (self.recvs_armed > 0 || !self.unsent.is_empty())
             && Instant::now() < deadline
         {
             let ts = types::Timespec::new().nsec(10_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
+            if self.ring.submission().is_empty() {
+                self.unsent.clear(); // issued: done with our memory
+            }
             while let Some(cqe) = self.ring.completion().next() {
-                match cqe.user_data() >> TAG_SHIFT {
-                    TAG_RECV if !cqueue::more(cqe.flags()) => self.recvs_armed -= 1,
-                    TAG_SEND => self.sends_in_flight -= 1,
-                    _ => {}
+                if cqe.user_data() >> TAG_SHIFT == TAG_RECV && !cqueue::more(cqe.flags()) {
+                    self.recvs_armed -= 1;
                 }
             }
         }
-        if !cancelled || self.recvs_armed > 0 || self.sends_in_flight > 0 {
+        if !cancelled || self.recvs_armed > 0 || !self.unsent.is_empty() {
             // Never free memory the kernel may still use.
             tracing::warn!(
                 "responder io_uring: operations still in flight at shutdown; leaking the worker's buffers"
