@@ -7,12 +7,16 @@
 //! slots, so the misses overlap. Keys are full 64-bit keyed hashes: two
 //! names with the same hash are the caller's to tell apart.
 
-/// The index's empty slot and removed-entry marks (never entry positions:
-/// an arena never holds that many bytes).
-const EMPTY: usize = usize::MAX;
-const GONE: usize = usize::MAX - 1;
+/// A slot holds `(hash, code)`: code 0 is an empty slot, so a new table
+/// is all zeros and is allocated zeroed, which the allocator can serve
+/// from fresh pages without writing them: a table reserved far larger than
+/// it gets (a zone's id range is only an upper bound of its records)
+/// faults in the pages its entries land on, not all of them. `GONE` marks
+/// a removed entry; any other code is an entry's position plus one.
+const EMPTY: usize = 0;
+const GONE: usize = usize::MAX;
 
-/// Name hash → arena position: linear probing over a power-of-two array of
+/// Name hash → position: linear probing over a power-of-two array of
 /// `(hash, position)` slots, at most three quarters full.
 ///
 /// Not a `HashMap<u64, usize>`: at a million names every probe of a
@@ -28,6 +32,10 @@ pub struct HashIndex {
     len: usize,
     /// Live entries and removal marks (what fills the probe sequences).
     used: usize,
+}
+
+fn live(code: usize) -> Option<usize> {
+    (code != EMPTY && code != GONE).then(|| code - 1)
 }
 
 impl HashIndex {
@@ -51,13 +59,13 @@ impl HashIndex {
         let old = std::mem::replace(&mut self.slots, vec![(0, EMPTY); slots]);
         self.used = self.len;
         let mask = self.mask();
-        for (hash, at) in old {
-            if at < GONE {
+        for (hash, code) in old {
+            if live(code).is_some() {
                 let mut i = hash as usize & mask;
                 while self.slots[i].1 != EMPTY {
                     i = (i + 1) & mask;
                 }
-                self.slots[i] = (hash, at);
+                self.slots[i] = (hash, code);
             }
         }
     }
@@ -79,18 +87,22 @@ impl HashIndex {
         loop {
             match self.slots[i] {
                 (_, EMPTY) => return None,
-                (h, at) if h == hash && at != GONE => return Some(i),
+                (h, code) if h == hash && code != GONE => return Some(i),
                 _ => i = (i + 1) & mask,
             }
         }
     }
 
+    /// The position stored for `hash`.
     pub fn get(&self, hash: u64) -> Option<usize> {
-        self.find(hash).map(|i| self.slots[i].1)
+        self.find(hash).and_then(|i| live(self.slots[i].1))
     }
 
     /// Points `hash` at `at`; returns the position it pointed at before.
     pub fn insert(&mut self, hash: u64, at: usize) -> Option<usize> {
+        // `at + 1` is a code; `usize::MAX - 1` is no position anything
+        // holds (an arena or a vector that large cannot exist).
+        let code = at.saturating_add(1).min(GONE - 1);
         self.reserve(1);
         let mask = self.mask();
         let mut i = hash as usize & mask;
@@ -102,17 +114,17 @@ impl HashIndex {
                     free.get_or_insert(i);
                 }
                 (h, old) if h == hash => {
-                    self.slots[i].1 = at;
-                    return Some(old);
+                    self.slots[i].1 = code;
+                    return live(old);
                 }
                 _ => {}
             }
             i = (i + 1) & mask;
         }
         match free {
-            Some(gone) => self.slots[gone] = (hash, at),
+            Some(gone) => self.slots[gone] = (hash, code),
             None => {
-                self.slots[i] = (hash, at);
+                self.slots[i] = (hash, code);
                 self.used += 1;
             }
         }
@@ -129,7 +141,9 @@ impl HashIndex {
 
     /// Live `(hash, position)` entries, in slot order.
     pub fn entries(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
-        self.slots.iter().copied().filter(|&(_, at)| at < GONE)
+        self.slots
+            .iter()
+            .filter_map(|&(hash, code)| live(code).map(|at| (hash, at)))
     }
 
     /// Live entries.
@@ -170,6 +184,11 @@ mod tests {
         let used = index.used;
         assert_eq!(index.insert(hash(6), 600), None);
         assert_eq!(index.used, used, "a removal mark was reused");
+        // Position 0 is a position like any other.
+        assert_eq!(index.insert(7, 0), None);
+        assert_eq!(index.get(7), Some(0));
+        index.remove(7);
+        assert_eq!(index.get(7), None);
         // Growth keeps every live entry and drops the marks.
         index.reserve(10_000);
         assert_eq!(index.used, index.len);
