@@ -378,10 +378,9 @@ impl<'z> Splitter<'z> {
     /// largest cost of the splitter in the 1M-name load's profile).
     pub(crate) fn add_all<'r>(
         &mut self,
-        records: impl Iterator<Item = Result<StoredRecordRef<'r>, StoreError>>,
+        mut records: impl Iterator<Item = Result<StoredRecordRef<'r>, StoreError>>,
     ) -> Result<()> {
         const LOOKAHEAD: usize = 16;
-        let mut records = records;
         let mut group = Vec::with_capacity(LOOKAHEAD);
         loop {
             for stored in records.by_ref().take(LOOKAHEAD) {
