@@ -94,7 +94,8 @@ pub struct UnknownIoMode;
 /// The backend the workers actually run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Multishot `RecvMsgMulti` over a provided-buffer ring, batched `SendMsg`.
+    /// Multishot `RecvMsgMulti` over a provided-buffer ring, one `Send` per
+    /// answer posting no completion unless it fails.
     IoUring,
     /// poll(2) + recvmmsg/sendmmsg.
     Portable,
