@@ -69,6 +69,37 @@ fn nochg_from_mirror(base: &str, auth: &str, host: &str, ip: &str) {
     }
 }
 
+/// Unchanged updates in a row, with nothing committed in between: on a
+/// SQLite file they are answered without waiting for a change-log poll (the
+/// database's commit mark says the mirror is current); MariaDB has no such
+/// mark, so there every one waits for a poll.
+fn unchanged_updates_wait_for_polls_only_where_needed(
+    backend: Backend,
+    base: &str,
+    auth: &str,
+    host: &str,
+    ip: &str,
+) {
+    let counter = "ddserver_updater_mirror_fresh_at_once_total";
+    let (at_once, polls) = (
+        metric(base, counter),
+        metric(base, "ddserver_updater_mirror_polls_total"),
+    );
+    for _ in 0..5 {
+        let reply = update(base, auth, &format!("hostname={host}&myip={ip}"));
+        assert_eq!(reply.body, format!("nochg {ip}\n"));
+    }
+    let gained = metric(base, counter) - at_once;
+    match backend {
+        // The batched last-seen write may commit once in between.
+        Backend::Sqlite => assert!(gained >= 4.0, "only {gained} of 5 answered at once"),
+        Backend::MariaDb => {
+            assert_eq!(gained, 0.0);
+            assert!(metric(base, "ddserver_updater_mirror_polls_total") >= polls + 5.0);
+        }
+    }
+}
+
 /// `ddserver --config CONFIG updater` on its own port: a second updater
 /// sharing the database and nothing else.
 fn second_updater(s: &Setup) -> (Daemon, String) {
@@ -144,6 +175,7 @@ fn every_writer_takes_effect_at_once(backend: Backend) {
     assert_eq!(reply.body, "abuse\n");
     s.scratch.ok(&["host", "enable", &h0]);
     nochg_from_mirror(&a, &new, &h0, "192.0.2.10");
+    unchanged_updates_wait_for_polls_only_where_needed(backend, &a, &new, &h0, "192.0.2.10");
 
     // Set offline elsewhere: the same address brings it back, as a change.
     s.scratch.ok(&["host", "set", &h0, "--offline", "on"]);

@@ -12,6 +12,8 @@
 //! - `store`: the `Store` handle, write transactions, change and audit log,
 //!   the full load; `users`, `zones`, `hosts`: the operations on each table
 //!   family, as `impl Store` blocks; `secret`: argon2id off the async threads.
+//! - `probe`: [`CommitProbe`], whether anything was committed to a SQLite
+//!   file since a moment, read lock-free from its wal-index.
 //! - `group`: the group commit of concurrent single host updates
 //!   ([`Store::update_host`]).
 //! - [`feed`] holds the feed's versioned wire format; `announce` sends each
@@ -30,6 +32,7 @@ mod group;
 mod hosts;
 pub mod model;
 pub mod name;
+mod probe;
 pub mod record;
 mod secret;
 mod store;
@@ -48,6 +51,7 @@ pub use model::{
     NewZone, Record, Role, SoaTimers, User, UserState, Zone, ZoneData,
 };
 pub use name::{Name, NameError};
+pub use probe::{CommitMark, CommitProbe};
 pub use record::{RecordType, RecordValue};
 pub use secret::StoredSecret;
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};

@@ -23,6 +23,7 @@ use crate::error::StoreError;
 use crate::group::GroupCommit;
 use crate::model::{Actor, Backend, Change, ChangeKind, Host, ZoneData};
 use crate::name::Name;
+use crate::probe::CommitProbe;
 
 pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 pub(crate) static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
@@ -113,6 +114,9 @@ pub struct Store {
     /// SQLite files: whether a [`checkpoint_wal`] task runs (`None` for
     /// MySQL/MariaDB and in-memory SQLite, which have no WAL to copy).
     checkpointing: Option<Arc<AtomicBool>>,
+    /// SQLite files: the URL the pool was opened with, for a
+    /// [`CommitProbe`] (`None` for MySQL/MariaDB and in-memory SQLite).
+    sqlite_file: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -260,6 +264,7 @@ impl Store {
                 announcer: Arc::new(Announcer::new()),
                 group: Arc::default(),
                 checkpointing: (!memory).then(Arc::default),
+                sqlite_file: (!memory).then(|| url.as_str().into()),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -284,11 +289,23 @@ impl Store {
                 announcer: Arc::new(Announcer::new()),
                 group: Arc::default(),
                 checkpointing: None,
+                sqlite_file: None,
             })
         } else {
             Err(StoreError::UnsupportedUrl {
                 url: redact_url(url),
             })
+        }
+    }
+
+    /// A lock-free test of "anything committed since?" for this database,
+    /// where one exists: SQLite files in WAL mode (see [`CommitProbe`]).
+    /// `None` for MySQL/MariaDB and in-memory SQLite, whose readers must
+    /// ask the database.
+    pub async fn commit_probe(&self) -> Result<Option<CommitProbe>, StoreError> {
+        match &self.sqlite_file {
+            Some(url) => CommitProbe::open(url).await,
+            None => Ok(None),
         }
     }
 

@@ -122,10 +122,14 @@ impl Metrics {
             "# HELP ddserver_updater_mirror_polls_total Change-log polls of the host mirror.\n\
              # TYPE ddserver_updater_mirror_polls_total counter\n\
              ddserver_updater_mirror_polls_total {}\n\
+             # HELP ddserver_updater_mirror_fresh_at_once_total Requests that found the host mirror current by the database's commit mark, without waiting for a poll.\n\
+             # TYPE ddserver_updater_mirror_fresh_at_once_total counter\n\
+             ddserver_updater_mirror_fresh_at_once_total {}\n\
              # HELP ddserver_updater_mirror_hosts Hosts in the host mirror.\n\
              # TYPE ddserver_updater_mirror_hosts gauge\n\
              ddserver_updater_mirror_hosts {}",
             mirror.polls(),
+            mirror.fresh_at_once(),
             mirror.len()
         );
         out

@@ -34,6 +34,16 @@
 //! still go through the committer, which re-reads the row under the write
 //! lock and decides `good`/`nochg` there.
 //!
+//! On a SQLite file a request usually need not wait at all: the poller
+//! reads the database's [`CommitMark`] before each poll, and a request
+//! that reads the same mark on arrival knows nothing was committed, by any
+//! connection in any process, since that poll began; the mirror after that
+//! poll is then as new as the database at the request's arrival, which is
+//! the rule above. The mark is the shared wal-index header, read without a
+//! lock ([`CommitProbe`]); any commit (the updater's own included) changes
+//! it, and the requests that arrive after one wait for the next poll as
+//! below. MySQL/MariaDB have no such mark: every request waits for a poll.
+//!
 //! Polls are shared: every request that arrives while a poll runs waits for
 //! the next one, so under load one change-log query (usually empty) serves
 //! a whole batch of requests. When a poll fails, when the log was pruned
@@ -51,10 +61,12 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use ddserver_store::{ChangeKind, HostCredential, Name, Store, StoreError, StoredSecret};
+use ddserver_store::{
+    ChangeKind, CommitMark, CommitProbe, HostCredential, Name, Store, StoreError, StoredSecret,
+};
 use tokio::sync::{Notify, watch};
 
 /// A short digest of a stored secret hash: enough to make the credential
@@ -143,6 +155,17 @@ pub(crate) struct Mirror {
     finished: watch::Sender<Finished>,
     wake: Notify,
     polls: AtomicU64,
+    /// SQLite files: the database's commit marks (set once by the poller).
+    probe: OnceLock<CommitProbe>,
+    /// The mark read before the last poll that brought the mirror up to
+    /// date began; `None` while that cannot be said (no poll yet, a failed
+    /// one, a reload, or a probe that stopped being trustworthy).
+    fresh_mark: RwLock<Option<CommitMark>>,
+    /// Set when the probe's file was found replaced: marks are not read
+    /// again.
+    probe_retired: AtomicBool,
+    /// Requests found fresh by the mark, without waiting for a poll.
+    fresh_at_once: AtomicU64,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -169,6 +192,10 @@ impl Mirror {
             finished: watch::channel(Finished { poll: 0, ok: false }).0,
             wake: Notify::new(),
             polls: AtomicU64::new(0),
+            probe: OnceLock::new(),
+            fresh_mark: RwLock::new(None),
+            probe_retired: AtomicBool::new(false),
+            fresh_at_once: AtomicU64::new(0),
         }
     }
 
@@ -182,6 +209,30 @@ impl Mirror {
         self.polls.load(Ordering::Relaxed)
     }
 
+    /// Requests found fresh by the commit mark, without waiting for a poll.
+    pub(crate) fn fresh_at_once(&self) -> u64 {
+        self.fresh_at_once.load(Ordering::Relaxed)
+    }
+
+    fn set_fresh_mark(&self, mark: Option<CommitMark>) {
+        *self.fresh_mark.write().unwrap_or_else(|e| e.into_inner()) = mark;
+    }
+
+    /// Whether nothing has been committed since the last poll that brought
+    /// the mirror up to date began (see the module comment).
+    fn unchanged_since_last_poll(&self) -> bool {
+        let Some(probe) = self.probe.get() else {
+            return false;
+        };
+        if self.probe_retired.load(Ordering::Relaxed) {
+            return false;
+        }
+        let known = *self.fresh_mark.read().unwrap_or_else(|e| e.into_inner());
+        // The known mark first: a poll that finished after this read only
+        // makes the mirror newer.
+        known.is_some() && probe.mark() == known
+    }
+
     fn shard(&self, name: &str) -> &Shard {
         let i = self.shard_of.hash_one(name) as usize % SHARDS;
         &self.shards[i]
@@ -193,6 +244,10 @@ impl Mirror {
     pub(crate) async fn fresh(&self) -> bool {
         if !self.ready.load(Ordering::SeqCst) {
             return false;
+        }
+        if self.unchanged_since_last_poll() && self.ready.load(Ordering::SeqCst) {
+            self.fresh_at_once.fetch_add(1, Ordering::Relaxed);
+            return true;
         }
         // The poll after the one running now starts after this load: the
         // poller increments `started` before it sends its query.
@@ -294,6 +349,17 @@ impl Mirror {
         if self.max_hosts == 0 {
             return;
         }
+        match store.commit_probe().await {
+            Ok(Some(probe)) => {
+                tracing::debug!(?probe, "updater: host mirror reads commit marks");
+                let _ = self.probe.set(probe);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "updater: cannot read the database's commit marks ({e}); \
+                 every request waits for a change-log poll"
+            ),
+        }
         let mut owners = Owners::default();
         // `None`: (re)load before the next poll.
         let mut applied: Option<u64> = None;
@@ -329,6 +395,9 @@ impl Mirror {
             last_poll = tokio::time::Instant::now();
             let poll = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             self.polls.fetch_add(1, Ordering::Relaxed);
+            // Before the poll's first query, so that the poll sees every
+            // commit this mark had seen.
+            let mark = self.mark_before_poll();
             let from = applied.unwrap_or(0);
             let ok = match self.catch_up(&store, from, &mut owners).await {
                 Ok(Some(serial)) => {
@@ -337,6 +406,7 @@ impl Mirror {
                         tracing::info!("updater: host mirror follows the change log again");
                     }
                     failing = false;
+                    self.set_fresh_mark(mark);
                     true
                 }
                 Ok(None) => {
@@ -362,6 +432,9 @@ impl Mirror {
                     false
                 }
             };
+            if !ok {
+                self.set_fresh_mark(None);
+            }
             self.finished.send_replace(Finished { poll, ok });
         }
         self.ready.store(false, Ordering::SeqCst);
@@ -369,6 +442,29 @@ impl Mirror {
             poll: u64::MAX,
             ok: false,
         });
+    }
+
+    /// The commit mark to trust after the coming poll, if any. A `-shm`
+    /// file replaced under the probe (it cannot be while the probe's
+    /// connection holds its lock, but a file moved by hand can) would keep
+    /// an old mark forever, so the probe is checked here, once per poll,
+    /// and never trusted again once it fails.
+    fn mark_before_poll(&self) -> Option<CommitMark> {
+        let probe = self.probe.get()?;
+        if self.probe_retired.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !probe.still_current() {
+            tracing::warn!(
+                ?probe,
+                "updater: the database's wal-index file was replaced; \
+                 requests wait for change-log polls from now on"
+            );
+            self.probe_retired.store(true, Ordering::Relaxed);
+            self.set_fresh_mark(None);
+            return None;
+        }
+        probe.mark()
     }
 
     /// Too many hosts: drop everything and stay off; requests read rows.
@@ -390,6 +486,7 @@ impl Mirror {
     /// than `max_hosts`.
     async fn load(&self, store: &Store, owners: &mut Owners) -> Result<Option<u64>, StoreError> {
         self.ready.store(false, Ordering::SeqCst);
+        self.set_fresh_mark(None);
         self.clear();
         *owners = Owners::default();
         let serial = store.latest_serial().await?;
