@@ -252,9 +252,14 @@ mod tests {
             assert!(!seen.contains(&now), "commit {i} left the mark as it was");
             seen.push(now);
         }
-        // A checkpoint that empties the WAL, then a commit that restarts
-        // it from frame 1: still a new mark.
-        exec(&theirs, "PRAGMA wal_checkpoint(TRUNCATE)").await;
+        // A checkpoint that empties the WAL (the probe's own connection
+        // holds no read transaction that would keep it from finishing),
+        // then a commit that restarts it from frame 1: still a new mark.
+        let (busy, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&theirs.pool)
+            .await
+            .unwrap();
+        assert_eq!((busy, frames), (0, 0), "the WAL was not emptied");
         exec(&theirs, "INSERT INTO t VALUES (99)").await;
         let now = probe.mark().expect("a settled header");
         assert!(
