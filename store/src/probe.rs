@@ -26,11 +26,14 @@
 //! EXCLUSIVE lock under which SQLite deletes or truncates the `-shm` file,
 //! and the mapped page stays backed by the file. (A file truncated by hand
 //! under a running database would fault SQLite's own mappings in this
-//! process just the same.) A mapping, not a `pread` per request: the
+//! process just the same.) The probe's descriptor of the file is never
+//! closed, because closing it would drop SQLite's own locks on the file in
+//! this process (see [`keep_open`]). A mapping, not a `pread` per request: the
 //! syscall was 4.4% of the updater's samples under `nochg` load
 //! (bench/README.md, Updater, "Commit marks").
 
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -60,7 +63,8 @@ pub struct CommitMark([u8; HEADER]);
 /// comment). Made by [`crate::Store::commit_probe`].
 pub struct CommitProbe {
     header: Mapping,
-    shm: File,
+    /// Never closed (see [`keep_open`]).
+    shm: ManuallyDrop<File>,
     shm_path: PathBuf,
     /// Held open, never used: its SHARED lock keeps the `-shm` file in
     /// place (see the module comment).
@@ -100,14 +104,15 @@ impl CommitProbe {
         let Some(shm_path) = shm_path(options.get_filename()) else {
             return Ok(None);
         };
-        let Ok(shm) = File::open(&shm_path) else {
-            return Ok(None);
-        };
         // SQLite sizes the file in 32 KiB regions; a shorter one is not a
         // wal-index this probe knows, and mapping past its end would fault.
-        if shm.metadata().map_or(true, |m| m.len() < MAPPED as u64) {
+        // Asked by path, before a descriptor exists (see `keep_open`).
+        if std::fs::metadata(&shm_path).map_or(true, |m| m.len() < MAPPED as u64) {
             return Ok(None);
         }
+        let Ok(shm) = File::open(&shm_path).map(keep_open) else {
+            return Ok(None);
+        };
         // SAFETY: a new read-only shared mapping of an open file, at an
         // address of the kernel's choosing; nothing else is touched.
         let address = unsafe {
@@ -205,6 +210,19 @@ unsafe impl Send for Mapping {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Mapping {}
 
+/// A descriptor of the `-shm` file that is never closed. POSIX record
+/// locks belong to the process and the file, not to the descriptor: closing
+/// *any* descriptor of the file drops every lock this process holds on it,
+/// SQLite's included (its connections lock bytes of the `-shm` file: the
+/// dead-man switch that keeps another process from re-initialising it, the
+/// readers' and the writer's locks; one dropped under a writer lets a
+/// second writer into the WAL). So this descriptor stays open until the
+/// process ends, like SQLite's own: one per probe opened, and the updater
+/// opens one.
+fn keep_open(file: File) -> ManuallyDrop<File> {
+    ManuallyDrop::new(file)
+}
+
 /// Where SQLite keeps the wal-index of the database at `db`: the full path
 /// with symbolic links resolved, as its unix VFS names it, and `-shm`.
 fn shm_path(db: &Path) -> Option<PathBuf> {
@@ -274,6 +292,57 @@ mod tests {
         let settled = probe.mark();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(probe.mark(), settled);
+    }
+
+    /// Whether another process sees a lock on the `-shm` file's
+    /// dead-man-switch byte (128), the shared lock every SQLite connection
+    /// holds while it uses the wal-index: asked with `F_GETLK` from a
+    /// `python3` child, since a process never conflicts with its own locks.
+    fn dms_lock_held(shm: &std::path::Path) -> bool {
+        let script = "import fcntl, os, struct, sys\n\
+            fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+            ask = struct.pack('hhqqi4x', fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)\n\
+            kind = struct.unpack('hhqqi4x', fcntl.fcntl(fd, fcntl.F_GETLK, ask))[0]\n\
+            print('held' if kind != fcntl.F_UNLCK else 'free')\n";
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(shm)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "held" => true,
+            "free" => false,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// POSIX record locks belong to the process and the file, not to the
+    /// descriptor: closing any descriptor of the `-shm` file would drop
+    /// every lock SQLite holds on it in this process, and a writer's lock
+    /// dropped that way lets two writers into the WAL. So a probe that goes
+    /// away, or fails to open, must leave SQLite's locks as they were.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_probe_leaves_sqlites_locks_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("locks.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        exec(&store, "CREATE TABLE t (x INTEGER)").await;
+        let shm = dir.path().canonicalize().unwrap().join("locks.db-shm");
+        assert!(dms_lock_held(&shm), "the test cannot see SQLite's lock");
+        let probe = store.commit_probe().await.unwrap().expect("a probe");
+        drop(probe);
+        // The pool's connections are still open and still hold theirs.
+        assert!(
+            dms_lock_held(&shm),
+            "dropping the probe dropped SQLite's lock"
+        );
+        exec(&store, "INSERT INTO t VALUES (1)").await;
     }
 
     #[tokio::test]
