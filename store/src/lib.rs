@@ -53,7 +53,7 @@ pub use model::{
 pub use name::{Name, NameError};
 pub use probe::{CommitMark, CommitProbe};
 pub use record::{RecordType, RecordValue};
-pub use secret::StoredSecret;
+pub use secret::{StoredSecret, VerifyMemory};
 pub use store::{AuditEntry, FullLoad, HOST_PAGE_SIZE, HostPages, Store};
 pub use zones::ImportSummary;
 
