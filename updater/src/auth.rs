@@ -1,6 +1,6 @@
 //! Credentials: HTTP Basic (RFC 7617) or `username=`/`password=` in the
 //! query, the cache of verified credentials, and argon2 verification on a
-//! bounded number of blocking threads.
+//! bounded number of threads of its own, at a lower scheduling priority.
 //!
 //! The cache never holds a password: its key is a BLAKE3 keyed hash (random
 //! per-process key) of the host, the user name, the password and a
@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use ddserver_store::StoredSecret;
-use tokio::sync::Semaphore;
+use ddserver_store::{StoredSecret, VerifyMemory};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::mirror::Fingerprint;
 
@@ -168,21 +168,75 @@ pub(crate) enum VerifyError {
     Task,
 }
 
-/// Runs argon2 verifications on tokio's blocking pool, at most `slots` at a
-/// time: each costs ~20 ms of CPU and 19 MiB (RESEARCH.md), so an unbounded
-/// number would let a flood of wrong passwords take every core and all the
-/// memory. Waiting requests queue in arrival order for at most `wait`.
-#[derive(Debug, Clone)]
+/// Scheduling priority (nice value) of the argon2 threads. A verification
+/// costs ~20 ms of CPU; at nice 10 the kernel gives a busy thread of normal
+/// priority about ten times its share, so a flood of wrong passwords takes
+/// what the updater's requests (and, in `serve`, the responder) leave over
+/// instead of half of every core (bench/README.md, Updater, "argon2 at a
+/// lower priority"). Raising one's own nice value needs no privilege.
+const VERIFY_NICE: libc::c_int = 10;
+
+/// An argon2 thread gives its working memory (19 MiB) back after this long
+/// without a verification; while verifications keep coming it keeps it, so
+/// a flood of wrong passwords does not allocate, fault in and free 19 MiB
+/// per attempt (bench/README.md, Updater, "argon2 at a lower priority").
+const KEEP_MEMORY: Duration = Duration::from_secs(1);
+
+type Job = Box<dyn FnOnce(&mut VerifyMemory) + Send>;
+
+/// Runs argon2 verifications on `slots` threads of its own at nice
+/// [`VERIFY_NICE`], each with its working memory kept between
+/// verifications, at most `slots` at a time: each costs ~20 ms of CPU and
+/// 19 MiB (RESEARCH.md), so an unbounded number would let a flood of wrong
+/// passwords take every core and all the memory. Waiting requests queue in
+/// arrival order for at most `wait`. (Not tokio's blocking pool: a thread
+/// there that lowered its priority could not raise it again without
+/// privilege, and would run later blocking work at the lower priority.)
+#[derive(Clone)]
 pub(crate) struct Verifier {
     slots: Arc<Semaphore>,
     wait: Duration,
+    jobs: flume::Sender<Job>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Verifier {
+    /// Starts the threads; they end when the last clone is dropped.
     pub(crate) fn new(slots: usize, wait: Duration) -> Verifier {
+        let slots = slots.max(1);
+        let (jobs, queue) = flume::unbounded::<Job>();
+        for i in 0..slots {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    let mut memory = VerifyMemory::default();
+                    loop {
+                        match queue.recv_timeout(KEEP_MEMORY) {
+                            Ok(job) => job(&mut memory),
+                            Err(flume::RecvTimeoutError::Timeout) => memory.release(),
+                            Err(flume::RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                // The threads that did start serve the queue; with none,
+                // every verification answers `VerifyError::Task`.
+                tracing::error!("updater: cannot start an argon2 thread: {e}");
+            }
+        }
         Verifier {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            slots: Arc::new(Semaphore::new(slots)),
             wait,
+            jobs,
         }
     }
 
@@ -198,15 +252,54 @@ impl Verifier {
             .map_err(|_| VerifyError::Busy)?
             .map_err(|_| VerifyError::Busy)?;
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            match stored {
-                Some(stored) => stored.verify_blocking(&password),
-                None => StoredSecret::verify_nothing_blocking(&password),
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            // The request went away while this waited: nobody to answer.
+            if reply.is_closed() {
+                return;
             }
-        })
-        .await
-        .map_err(|_| VerifyError::Task)
+            let ok = match stored {
+                Some(stored) => stored.verify_blocking_in(&password, memory),
+                None => StoredSecret::verify_nothing_blocking_in(&password, memory),
+            };
+            let _ = reply.send(ok);
+        });
+        self.jobs.send(job).map_err(|_| VerifyError::Task)?;
+        // A job that panicked drops its reply unsent.
+        let answer = answer.await.map_err(|_| VerifyError::Task);
+        // Released here, on a runtime thread, not by the low-priority
+        // thread: a thread preempted while it holds the semaphore's
+        // internal lock would stall every runtime thread that touches it.
+        drop(permit);
+        answer
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to [`VERIFY_NICE`], or
+/// leaves it where it is if the process already runs lower (raising it
+/// would need privilege). On Linux the nice value belongs to the thread
+/// (setpriority(2), "Bugs"), so naming this thread's id changes nothing
+/// else in the process.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() } as libc::id_t;
+        // SAFETY: integer arguments only. -1 is also an error return, but
+        // then the set below is tried, which is what a real -1 needs too.
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        if now >= VERIFY_NICE {
+            return;
+        }
+        // SAFETY: integer arguments only; it changes this thread's nice
+        // value or fails with an errno, which changes nothing.
+        let done = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, VERIFY_NICE) };
+        if done != 0 {
+            tracing::warn!(
+                "updater: argon2 threads run at normal priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -220,6 +313,53 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(raw)
         )
         .into_bytes()
+    }
+
+    /// A thread's nice value from its /proc stat (field 19).
+    fn nice_in(task: &std::path::Path) -> i64 {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        // After the parenthesised name: the state is field 3.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    /// The nice value of each of this process's threads whose name starts
+    /// with `prefix` (what `ps -L -o ni` shows).
+    fn nice_of_threads(prefix: &str) -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.starts_with(prefix) {
+                found.push(nice_in(&dir));
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn verifications_run_on_their_own_threads_at_lower_priority() {
+        let own = nice_in(std::path::Path::new("/proc/thread-self"));
+        let verifier = Verifier::new(2, Duration::from_secs(10));
+        // argon2id, m=19456, t=2, p=1 (the store's parameters), of the
+        // password below; made with argon2-cffi, an independent encoder.
+        let stored = StoredSecret::from_phc(
+            "$argon2id$v=19$m=19456,t=2,p=1$pgJt1bdfexqAiXlrX/Gj6g$\
+             8yX0JAntNr3BaJ/6VfJTEW/jymOXg8D2d5gFVQ0LhiQ"
+                .into(),
+        );
+        assert!(
+            verifier
+                .verify("right horse battery", Some(stored.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!verifier.verify("wrong", Some(stored)).await.unwrap());
+        assert!(!verifier.verify("anything", None).await.unwrap());
+        let nice = nice_of_threads("argon2-");
+        assert_eq!(nice, vec![own.max(i64::from(VERIFY_NICE)); 2], "{nice:?}");
+        // The test's own thread is untouched.
+        assert_eq!(nice_in(std::path::Path::new("/proc/thread-self")), own);
     }
 
     #[test]
