@@ -201,7 +201,8 @@ pub(crate) struct UpdaterConfig {
     pub(crate) auth_cache_ttl: u64,
     /// Verified credentials remembered at most (~100 B each). 0..=10000000.
     pub(crate) auth_cache_entries: usize,
-    /// argon2 verifications at once (19 MiB and ~20 ms of a core each).
+    /// argon2 verifications at once: one thread each, at nice 10 (~20 ms
+    /// of a core a run; 19 MiB each, kept until a second without one).
     /// 1..=256.
     pub(crate) max_verifications: usize,
     /// Seconds a request waits for a verification slot before `911`. 1..=60.

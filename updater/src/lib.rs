@@ -71,7 +71,8 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     /// How many verified credentials are remembered at most.
     pub auth_cache_entries: usize,
-    /// argon2 verifications running at once at most.
+    /// argon2 verifications running at once at most: the number of
+    /// argon2 threads.
     pub max_verifications: usize,
     /// How long a request waits for a verification slot before `911`.
     pub verification_wait: Duration,
