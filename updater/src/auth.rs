@@ -221,7 +221,15 @@ impl Verifier {
                     let mut memory = VerifyMemory::default();
                     loop {
                         match queue.recv_timeout(KEEP_MEMORY) {
-                            Ok(job) => job(&mut memory),
+                            // A job that panics loses its answer (the
+                            // request gets `VerifyError::Task`), not the
+                            // thread; the memory is scratch either way.
+                            Ok(job) => {
+                                let run = std::panic::AssertUnwindSafe(|| job(&mut memory));
+                                if std::panic::catch_unwind(run).is_err() {
+                                    memory.release();
+                                }
+                            }
                             Err(flume::RecvTimeoutError::Timeout) => memory.release(),
                             Err(flume::RecvTimeoutError::Disconnected) => break,
                         }
@@ -338,7 +346,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verifications_run_on_their_own_threads_at_lower_priority() {
+    async fn verifications_run_on_their_own_threads_at_lower_priority_and_survive_panics() {
         let own = nice_in(std::path::Path::new("/proc/thread-self"));
         let verifier = Verifier::new(2, Duration::from_secs(10));
         // argon2id, m=19456, t=2, p=1 (the store's parameters), of the
@@ -360,6 +368,19 @@ mod tests {
         assert_eq!(nice, vec![own.max(i64::from(VERIFY_NICE)); 2], "{nice:?}");
         // The test's own thread is untouched.
         assert_eq!(nice_in(std::path::Path::new("/proc/thread-self")), own);
+
+        // A job that panics takes neither its thread nor later
+        // verifications with it. (In this test, not a test of its own:
+        // tests run at once in one process, and the threads are counted.)
+        for _ in 0..3 {
+            verifier
+                .jobs
+                .send(Box::new(|_| panic!("a job that fails")))
+                .unwrap();
+        }
+        assert!(!verifier.verify("anything", None).await.unwrap());
+        assert!(!verifier.verify("anything", None).await.unwrap());
+        assert_eq!(nice_of_threads("argon2-").len(), 2);
     }
 
     #[test]
