@@ -57,7 +57,7 @@ const MAPPED: usize = 4096;
 /// The state of the database's commits at one moment; equal marks mean
 /// nothing was committed in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitMark([u8; HEADER]);
+pub struct CommitMark([u32; WORDS]);
 
 /// Reads [`CommitMark`]s of one SQLite database file (see the module
 /// comment). Made by [`crate::Store::commit_probe`].
@@ -169,15 +169,13 @@ impl CommitProbe {
         if first != second {
             return None;
         }
-        let mut bytes = [0u8; HEADER];
-        for (chunk, word) in bytes.chunks_exact_mut(4).zip(first) {
-            chunk.copy_from_slice(&word.to_ne_bytes());
-        }
-        let initialised = bytes[12] == 1;
+        // `iVersion` is word 0; `isInit` is byte 12, the first byte of
+        // word 3 in the host's byte order.
+        let initialised = first[3].to_ne_bytes()[0] == 1;
         if first[0] != WALINDEX_VERSION || !initialised {
             return None;
         }
-        Some(CommitMark(bytes))
+        Some(CommitMark(first))
     }
 
     /// Whether the `-shm` file at the path is still the one this probe

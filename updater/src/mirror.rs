@@ -224,9 +224,7 @@ impl Mirror {
         let Some(probe) = self.probe.get() else {
             return false;
         };
-        if self.probe_retired.load(Ordering::Relaxed) {
-            return false;
-        }
+        // `None` once the probe is retired: no poll sets a mark after that.
         let known = *self.fresh_mark.read().unwrap_or_else(|e| e.into_inner());
         // The known mark first: a poll that finished after this read only
         // makes the mirror newer.
