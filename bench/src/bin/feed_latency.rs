@@ -230,7 +230,8 @@ fn grouped(args: &Args) {
             .max_connections(1)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"] {
+                    // As the store's own connections (`Store::connect`).
+                    for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"] {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
                     Ok(())
