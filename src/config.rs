@@ -188,6 +188,10 @@ pub(crate) struct UpdaterConfig {
     pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_listen`.
     pub(crate) tls_key: Option<PathBuf>,
+    /// Seconds between checks of `tls_cert` and `tls_key` for a change; a
+    /// changed pair is loaded without a restart (so is any pair on
+    /// SIGHUP). 0 = only on SIGHUP. 0..=86400.
+    pub(crate) tls_check_interval: u64,
     /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose
     /// `Forwarded` / `X-Forwarded-For` headers are believed.
     #[serde(deserialize_with = "strings_one_or_many")]
@@ -240,6 +244,7 @@ impl Default for UpdaterConfig {
             tls_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            tls_check_interval: 10,
             trusted_proxies: Vec::new(),
             realm: "ddserver".into(),
             require_user_agent: false,
@@ -306,6 +311,7 @@ impl UpdaterConfig {
         )?;
         range("max_connections", wide(self.max_connections), 1, 1_000_000)?;
         range("header_timeout", self.header_timeout, 1, 300)?;
+        range("tls_check_interval", self.tls_check_interval, 0, 86400)?;
         if self.listen.is_empty() && self.tls_listen.is_empty() {
             return Err(invalid(
                 "updater.listen and updater.tls_listen are both empty".into(),
@@ -802,6 +808,10 @@ mod tests {
         assert!(err.to_string().contains("nonsense"), "{err}");
         let err = load_str("[database]\nurl = \"postgres://x\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("sqlite://"), "{err}");
+        let err = load_str("[updater]\ntls_check_interval = 86401\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("tls_check_interval"), "{err}");
+        let config = load_str("[updater]\ntls_check_interval = 0\n", &[]).unwrap();
+        assert_eq!(config.updater.tls_check_interval, 0);
     }
 
     #[test]

@@ -399,10 +399,12 @@ fn release_free_memory() {
 
 /// SIGTERM and SIGINT, caught from the moment this is created: install it
 /// before opening any socket, so a signal that arrives while the service
-/// starts still stops it cleanly instead of killing it.
+/// starts still stops it cleanly instead of killing it. SIGHUP (systemd's
+/// `reload`) is caught too, so it never kills a service either.
 pub(crate) struct ShutdownSignal {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignal {
@@ -411,14 +413,19 @@ impl ShutdownSignal {
         Ok(ShutdownSignal {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// Resolves on the first SIGTERM or SIGINT.
-    pub(crate) async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received, stopping"),
-            _ = self.int.recv() => tracing::info!("SIGINT received, stopping"),
+    /// Resolves on the first SIGTERM or SIGINT; calls `reload` at each
+    /// SIGHUP before that.
+    pub(crate) async fn wait(mut self, reload: impl Fn()) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break tracing::info!("SIGTERM received, stopping"),
+                _ = self.int.recv() => break tracing::info!("SIGINT received, stopping"),
+                _ = self.hup.recv() => reload(),
+            }
         }
     }
 }
@@ -658,7 +665,11 @@ pub(crate) async fn responder(config: &Config, store: &Store) -> Result<()> {
     let shutdown = ShutdownSignal::install()?;
     let responder = start_responder(config, store).await?;
     announce(config, &responder);
-    shutdown.wait().await;
+    shutdown
+        .wait(|| {
+            tracing::info!("SIGHUP received: the responder reads its configuration only at start")
+        })
+        .await;
     responder.stop().await
 }
 
@@ -681,7 +692,7 @@ pub(crate) async fn serve(config: &Config, store: &Store) -> Result<()> {
     announce(config, &responder);
     let updater = crate::updater::start_updater(config, store).await?;
     println!("ddserver is running; stop it with Ctrl-C or SIGTERM");
-    shutdown.wait().await;
+    shutdown.wait(|| updater.reload()).await;
     updater.stop().await;
     responder.stop().await
 }

@@ -32,6 +32,7 @@ fn updater_config(config: &Config) -> Result<ddserver_updater::Config> {
         tls_listen: u.tls_listen.clone(),
         tls_cert: u.tls_cert.clone(),
         tls_key: u.tls_key.clone(),
+        tls_check_interval: Duration::from_secs(u.tls_check_interval),
         trusted_proxies,
         realm: u.realm.clone(),
         require_user_agent: u.require_user_agent,
@@ -61,6 +62,17 @@ impl RunningUpdater {
         self.0.stop(SHUTDOWN_GRACE).await;
     }
 
+    /// On SIGHUP: loads the TLS certificate and key again, if there are
+    /// HTTPS listeners.
+    pub(crate) fn reload(&self) {
+        if self.0.https_addrs().is_empty() {
+            tracing::info!("SIGHUP received: the updater has no TLS certificate to load");
+        } else {
+            tracing::info!("SIGHUP received: loading the updater's TLS certificate and key again");
+            self.0.reload_tls();
+        }
+    }
+
     /// Where it listens, for the start-up message.
     pub(crate) fn describe(&self) -> String {
         let http = self.0.http_addrs().iter().map(|a| format!("http://{a}"));
@@ -85,7 +97,7 @@ pub(crate) async fn updater(config: &Config, store: &Store) -> Result<()> {
     // Every committed update is pushed to the configured responders.
     crate::control::start_pushing(store, config, "ddserver updater", None);
     let running = start_updater(config, store).await?;
-    shutdown.wait().await;
+    shutdown.wait(|| running.reload()).await;
     running.stop().await;
     Ok(())
 }

@@ -373,13 +373,12 @@ fn curl_basic_auth_query_credentials_and_dual_stack() {
     );
 }
 
-#[test]
-fn curl_over_tls_with_a_self_signed_certificate() {
+/// A new self-signed certificate for 127.0.0.1 and its own key, made by
+/// `openssl req`: `SCRATCH/{prefix}cert.pem` and `SCRATCH/{prefix}key.pem`.
+fn self_signed(scratch: &Scratch, prefix: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let openssl = require("openssl", "openssl");
-    let scratch = Scratch::sqlite("");
-    scratch.dyndns_fixture(1);
-    let cert = scratch.path("cert.pem");
-    let key = scratch.path("key.pem");
+    let cert = scratch.path(&format!("{prefix}cert.pem"));
+    let key = scratch.path(&format!("{prefix}key.pem"));
     let out = Command::new(openssl)
         .args([
             "req",
@@ -407,33 +406,193 @@ fn curl_over_tls_with_a_self_signed_certificate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (cert, key)
+}
+
+/// Starts `ddserver serve` with an https listener on a free port for this
+/// pair, plus `extra` `[updater]` settings; returns it and the port.
+fn serve_tls(
+    scratch: &Scratch,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    extra: &str,
+) -> (Daemon, u16) {
     let tls_port = free_port();
     scratch.updater_settings(&format!(
-        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
         cert.display(),
         key.display()
     ));
     let daemon = scratch.serve();
     wait_for_tcp(tls_port, Duration::from_secs(10), &daemon);
+    (daemon, tls_port)
+}
+
+/// Sets h1's address over TLS on `port`, trusting only `ca`: `good`.
+fn assert_update_over_tls(ca: &std::path::Path, port: u16, ip: &str) {
+    let reply = curl(
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-u",
+            &format!("{USER}:{SECRET}"),
+        ],
+        &format!("https://127.0.0.1:{port}/nic/update?hostname=h1.{ZONE}&myip={ip}"),
+    );
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, format!("good {ip}\n").as_str())
+    );
+}
+
+/// Whether curl completes `GET /healthz` over TLS on `port` trusting only
+/// `ca` (each pair here is self-signed, so this tells which one is served).
+fn served_with(ca: &std::path::Path, port: u16) -> bool {
+    let out = Command::new(require("curl", "curl"))
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--cacert",
+        ])
+        .arg(ca)
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout) == "200"
+}
+
+/// Polls `what` for up to 10 s.
+fn eventually(what: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// One line of the updater's `/metrics`, by name.
+fn metric(scratch: &Scratch, name: &str) -> u64 {
+    let reply = curl(&[], &format!("{}/metrics", scratch.updater_url()));
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", reply.body))
+}
+
+fn hangup(daemon: &Daemon) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped
+    // yet, with a valid signal number.
+    unsafe {
+        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
+    }
+}
+
+/// A renewed certificate is served after SIGHUP (systemd's `reload`),
+/// with no restart; a pair whose key does not match is refused and the one
+/// in service stays. With `tls_check_interval = 0` nothing is loaded
+/// without the signal.
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_refused() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    let (cert, key) = self_signed(&scratch, "");
+    let first = scratch.path("first-cert.pem");
+    std::fs::copy(&cert, &first).unwrap();
+    let (renewed_cert, renewed_key) = self_signed(&scratch, "renewed-");
+    let (other_cert, _) = self_signed(&scratch, "other-");
+    let (mut daemon, tls_port) = serve_tls(&scratch, &cert, &key, "tls_check_interval = 0");
+    assert!(served_with(&first, tls_port), "{}", daemon.output());
+
+    // Renewed in place: nothing changes until the signal.
+    std::fs::copy(&renewed_cert, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(served_with(&first, tls_port));
+    assert!(!served_with(&renewed_cert, tls_port));
+    hangup(&daemon);
+    assert!(
+        eventually(|| served_with(&renewed_cert, tls_port)),
+        "the renewed certificate is not served after SIGHUP:\n{}",
+        daemon.output()
+    );
+    assert!(!served_with(&first, tls_port));
+    assert_eq!(metric(&scratch, "ddserver_updater_tls_reloads_total"), 1);
+
+    // A certificate without its key: refused, the renewed pair stays.
+    std::fs::copy(&other_cert, &cert).unwrap();
+    hangup(&daemon);
+    assert!(
+        eventually(|| metric(&scratch, "ddserver_updater_tls_reload_failures_total") == 1),
+        "{}",
+        daemon.output()
+    );
+    assert!(served_with(&renewed_cert, tls_port));
+    assert!(!served_with(&other_cert, tls_port));
+    wait_for_output(
+        &daemon,
+        "the previous certificate stays in service",
+        Duration::from_secs(10),
+    );
+    // Updates still work over it, and the signals did not stop the service.
+    assert_update_over_tls(&renewed_cert, tls_port, "198.51.100.51");
+    assert!(daemon.terminate().success(), "{}", daemon.output());
+}
+
+/// certbot's layout: `live/` links that a renewal points at new files in
+/// `archive/`. The updater notices at its next check, with no signal.
+#[test]
+fn a_renewed_certificate_is_served_without_a_signal() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    let (first_cert, first_key) = self_signed(&scratch, "archive-1-");
+    let (renewed_cert, renewed_key) = self_signed(&scratch, "archive-2-");
+    let (cert, key) = (scratch.path("live-cert.pem"), scratch.path("live-key.pem"));
+    std::os::unix::fs::symlink(&first_cert, &cert).unwrap();
+    std::os::unix::fs::symlink(&first_key, &key).unwrap();
+    let (daemon, tls_port) = serve_tls(&scratch, &cert, &key, "tls_check_interval = 1");
+    assert!(served_with(&first_cert, tls_port), "{}", daemon.output());
+    // Each link replaced at once, as certbot does (a new link renamed over
+    // the old one).
+    for (link, target) in [(&key, &renewed_key), (&cert, &renewed_cert)] {
+        let fresh = link.with_extension("new");
+        std::os::unix::fs::symlink(target, &fresh).unwrap();
+        std::fs::rename(&fresh, link).unwrap();
+    }
+    assert!(
+        eventually(|| served_with(&renewed_cert, tls_port)),
+        "the renewed certificate is not served:\n{}",
+        daemon.output()
+    );
+    assert!(!served_with(&first_cert, tls_port));
+    assert_eq!(metric(&scratch, "ddserver_updater_tls_reloads_total"), 1);
+    assert_eq!(
+        metric(&scratch, "ddserver_updater_tls_reload_failures_total"),
+        0
+    );
+}
+
+#[test]
+fn curl_over_tls_with_a_self_signed_certificate() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    let (cert, key) = self_signed(&scratch, "");
+    let (daemon, tls_port) = serve_tls(&scratch, &cert, &key, "");
     // The start-up message names the https listener.
     wait_for_output(
         &daemon,
         &format!("https://127.0.0.1:{tls_port}"),
         Duration::from_secs(10),
     );
-    let reply = curl(
-        &[
-            "--cacert",
-            cert.to_str().unwrap(),
-            "-u",
-            &format!("{USER}:{SECRET}"),
-        ],
-        &format!("https://127.0.0.1:{tls_port}/nic/update?hostname=h1.{ZONE}&myip=198.51.100.50"),
-    );
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "good 198.51.100.50\n")
-    );
+    assert_update_over_tls(&cert, tls_port, "198.51.100.50");
     wait_for_answer(
         scratch.dns_port,
         &format!("h1.{ZONE}"),

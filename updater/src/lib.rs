@@ -43,7 +43,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use limit::Rate;
@@ -61,6 +61,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for the HTTPS listeners.
     pub tls_key: Option<PathBuf>,
+    /// How often the two files are checked for a change (a renewed
+    /// certificate is then loaded); zero: only when
+    /// [`Updater::reload_tls`] asks.
+    pub tls_check_interval: Duration,
     /// Peers whose `Forwarded`/`X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<Network>,
     /// The Basic realm of the 401 challenge.
@@ -100,6 +104,7 @@ impl Default for Config {
             tls_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            tls_check_interval: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             realm: "ddserver".into(),
             require_user_agent: false,
@@ -176,6 +181,9 @@ pub struct Updater {
     graceful: Arc<GracefulShutdown>,
     flusher: tokio::task::JoinHandle<()>,
     mirror: tokio::task::JoinHandle<()>,
+    /// Asks the certificate watcher to load the TLS files now.
+    reload_tls: Arc<Notify>,
+    certificate_watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts serving.
@@ -183,14 +191,15 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     if config.listen.is_empty() && config.tls_listen.is_empty() {
         return Err(StartError::NoListener);
     }
-    let tls = if config.tls_listen.is_empty() {
+    let certificates = if config.tls_listen.is_empty() {
         None
     } else {
         let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
             return Err(StartError::TlsFilesMissing);
         };
-        Some(tls::acceptor(cert, key)?)
+        Some(tls::Certificates::open(cert, key)?)
     };
+    let tls = certificates.as_ref().map(|c| c.acceptor()).transpose()?;
     let mut listeners = Vec::new();
     for (addr, secure) in config
         .listen
@@ -214,6 +223,16 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
             .start_flusher(store.clone(), config.seen_flush_interval, stopped.clone());
     let mirror = Arc::new(mirror::Mirror::new(config.host_mirror_max));
     let mirror_task = mirror.clone().start(store.clone(), stopped.clone());
+    let reload_tls = Arc::new(Notify::new());
+    let certificate_watcher = certificates.map(|certificates| {
+        tokio::spawn(watch_certificates(
+            certificates,
+            config.tls_check_interval,
+            reload_tls.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        ))
+    });
     let state = Arc::new(State {
         cache: auth::CredentialCache::new(config.auth_cache_ttl, config.auth_cache_entries),
         verifier: auth::Verifier::new(config.max_verifications, config.verification_wait),
@@ -256,7 +275,71 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         graceful,
         flusher,
         mirror: mirror_task,
+        reload_tls,
+        certificate_watcher,
     })
+}
+
+/// How long changed TLS files must stay unchanged before they are loaded.
+const CERTIFICATE_SETTLE: Duration = Duration::from_millis(500);
+
+/// Loads the TLS certificate and key again when either file changes
+/// (checked every `interval`) or when asked, until `stop`.
+async fn watch_certificates(
+    certificates: Arc<tls::Certificates>,
+    interval: Duration,
+    asked: Arc<Notify>,
+    metrics: Arc<metrics::Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The files' stamps, off the runtime's threads (two stats).
+    let stamps = |certificates: &Arc<tls::Certificates>| {
+        let certificates = certificates.clone();
+        tokio::task::spawn_blocking(move || certificates.stamps())
+    };
+    loop {
+        let force = tokio::select! {
+            _ = stop.changed() => return,
+            () = asked.notified() => true,
+            () = tokio::time::sleep(interval), if !interval.is_zero() => false,
+        };
+        if !force {
+            // A renewal replaces two files one after the other (certbot
+            // re-points two links, acme.sh copies two files): load only
+            // once they have stood still for CERTIFICATE_SETTLE, so a new
+            // certificate is never tried with the old key.
+            let Ok(seen) = stamps(&certificates).await else {
+                continue;
+            };
+            if !certificates.is_new(&seen) {
+                continue;
+            }
+            tokio::time::sleep(CERTIFICATE_SETTLE).await;
+            if stamps(&certificates).await.ok() != Some(seen) {
+                continue;
+            }
+        }
+        let checked = certificates.clone();
+        // Two small file reads and a key parse.
+        let Ok(outcome) = tokio::task::spawn_blocking(move || checked.reload(force)).await else {
+            continue;
+        };
+        match outcome {
+            tls::Reload::Unchanged => {}
+            tls::Reload::Reloaded => {
+                metrics
+                    .tls_reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("updater: TLS certificate and key loaded again");
+            }
+            tls::Reload::Failed(e) => {
+                metrics
+                    .tls_reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("updater: {e}; the previous certificate stays in service");
+            }
+        }
+    }
 }
 
 async fn accept_loop(
@@ -336,6 +419,14 @@ impl Updater {
         &self.https
     }
 
+    /// Loads the TLS certificate and key again now, changed or not (the
+    /// binary calls this on SIGHUP). The outcome is logged and counted in
+    /// `/metrics`; a pair that does not load leaves the previous one in
+    /// service. Nothing happens without HTTPS listeners.
+    pub fn reload_tls(&self) {
+        self.reload_tls.notify_one();
+    }
+
     /// Stops accepting, lets open requests finish (at most `grace`; each
     /// waits for its own commit), writes the last-seen times, and returns.
     pub async fn stop(self, grace: Duration) {
@@ -353,5 +444,8 @@ impl Updater {
         }
         let _ = self.flusher.await;
         let _ = self.mirror.await;
+        if let Some(watcher) = self.certificate_watcher {
+            let _ = watcher.await;
+        }
     }
 }

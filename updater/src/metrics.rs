@@ -1,6 +1,6 @@
 //! Counters for `/metrics` in the Prometheus text format (version 0.0.4):
-//! answers by code, request latency, credential-cache hits, argon2 runs and
-//! the host mirror.
+//! answers by code, request latency, credential-cache hits, argon2 runs,
+//! the host mirror and TLS certificate reloads.
 //!
 //! Plain atomics, updated once per request; this module must never lock or
 //! allocate on the request path.
@@ -28,6 +28,8 @@ pub(crate) struct Metrics {
     pub(crate) verifications: AtomicU64,
     pub(crate) commit_batches: AtomicU64,
     pub(crate) mirror_hits: AtomicU64,
+    pub(crate) tls_reloads: AtomicU64,
+    pub(crate) tls_reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -109,6 +111,16 @@ impl Metrics {
                 "ddserver_updater_mirror_hits_total",
                 "Hosts authenticated and decided from the host mirror, without a row read.",
                 &self.mirror_hits,
+            ),
+            (
+                "ddserver_updater_tls_reloads_total",
+                "Times a changed TLS certificate and key were loaded while serving.",
+                &self.tls_reloads,
+            ),
+            (
+                "ddserver_updater_tls_reload_failures_total",
+                "Changed TLS files that did not load (the previous pair stayed in service).",
+                &self.tls_reload_failures,
             ),
         ] {
             let _ = writeln!(
