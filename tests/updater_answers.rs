@@ -476,3 +476,40 @@ fn the_updater_runs_alone_and_stops_on_sigterm() {
     let hosts = scratch.ok(&["host", "list"]);
     assert!(hosts.contains("192.0.2.9"), "{hosts}");
 }
+
+/// A request head is held to 16 KiB, so 10,000 open connections cannot
+/// pin gigabytes (hyper's own bound is about 400 KB each): more is refused
+/// with 431, while the largest real update (20 names of 200 characters,
+/// Basic credentials, a User-Agent) is answered.
+#[test]
+fn request_heads_are_bounded() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    let _daemon = scratch.serve();
+    let auth = Some(format!("{USER}:{SECRET}"));
+    // Her host, then 19 long names that are nobody's.
+    let long: Vec<String> = std::iter::once(format!("h1.{ZONE}"))
+        .chain((1..20).map(|i| format!("{i:a<63}.{i:b<63}.{i:c<63}.{ZONE}")))
+        .collect();
+    let query = format!("hostname={}&myip=192.0.2.9", long.join(","));
+    assert!(query.len() > 3900, "{}", query.len());
+    let reply = update(&scratch, auth.as_deref(), &query);
+    assert_eq!(
+        (reply.status, reply.body),
+        (200, format!("good 192.0.2.9\n{}", "nohost\n".repeat(19)))
+    );
+
+    let filler = format!("X-Filler: {}", "f".repeat(20 * 1024));
+    let reply = curl(
+        &["-A", AGENT, "-H", &filler],
+        &format!("{}/nic/update?hostname=h1.{ZONE}", scratch.updater_url()),
+    );
+    assert_eq!(reply.status, 431, "{reply:?}");
+    // The server goes on.
+    let reply = update(
+        &scratch,
+        auth.as_deref(),
+        &format!("hostname=h1.{ZONE}&myip=192.0.2.10"),
+    );
+    assert_eq!(reply.body, "good 192.0.2.10\n");
+}

@@ -168,6 +168,13 @@ pub(crate) struct State {
     pub(crate) mirror: Arc<mirror::Mirror>,
 }
 
+/// A connection's read buffer at most, so the longest request head: more
+/// is answered 431. The largest real update (20 names of up to 253
+/// characters, credentials, a User-Agent, proxy headers) is under 8 KiB;
+/// hyper's default (about 400 KB) would let `max_connections` slow clients
+/// pin gigabytes. POST bodies are bounded apart (`service::MAX_BODY`).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 /// Rate-limit buckets kept at most per limiter.
 const MAX_LIMITER_KEYS: usize = 100_000;
 
@@ -401,6 +408,7 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(connection).await {
