@@ -69,6 +69,8 @@ failed_auth_per_address = 100000
 failed_auth_per_host = 100000
 failed_auth_refill = 1
 host_mirror_max = $HOST_MIRROR_MAX
+# One load generator on one address stands for many routers.
+max_connections_per_address = 1000000
 
 [database]
 url = "$url"

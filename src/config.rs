@@ -232,6 +232,9 @@ pub(crate) struct UpdaterConfig {
     pub(crate) host_mirror_max: usize,
     /// Open connections at most. 1..=1000000.
     pub(crate) max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64) at most;
+    /// trusted proxies are not limited. 1..=1000000.
+    pub(crate) max_connections_per_address: u32,
     /// Seconds a client has to send its request headers (and TLS
     /// handshake). 1..=300.
     pub(crate) header_timeout: u64,
@@ -260,6 +263,7 @@ impl Default for UpdaterConfig {
             seen_flush_interval: 10,
             host_mirror_max: 2_000_000,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             header_timeout: 10,
         }
     }
@@ -310,6 +314,12 @@ impl UpdaterConfig {
             100_000_000,
         )?;
         range("max_connections", wide(self.max_connections), 1, 1_000_000)?;
+        range(
+            "max_connections_per_address",
+            self.max_connections_per_address.into(),
+            1,
+            1_000_000,
+        )?;
         range("header_timeout", self.header_timeout, 1, 300)?;
         range("tls_check_interval", self.tls_check_interval, 0, 86400)?;
         if self.listen.is_empty() && self.tls_listen.is_empty() {
@@ -810,6 +820,11 @@ mod tests {
         assert!(err.to_string().contains("sqlite://"), "{err}");
         let err = load_str("[updater]\ntls_check_interval = 86401\n", &[]).unwrap_err();
         assert!(err.to_string().contains("tls_check_interval"), "{err}");
+        let err = load_str("[updater]\nmax_connections_per_address = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("max_connections_per_address"),
+            "{err}"
+        );
         let config = load_str("[updater]\ntls_check_interval = 0\n", &[]).unwrap();
         assert_eq!(config.updater.tls_check_interval, 0);
     }

@@ -49,6 +49,7 @@ fn updater_config(config: &Config) -> Result<ddserver_updater::Config> {
         seen_flush_interval: Duration::from_secs(u.seen_flush_interval),
         host_mirror_max: u.host_mirror_max,
         max_connections: u.max_connections,
+        max_connections_per_address: u.max_connections_per_address,
         header_timeout: Duration::from_secs(u.header_timeout),
     })
 }

@@ -513,3 +513,86 @@ fn request_heads_are_bounded() {
     );
     assert_eq!(reply.body, "good 192.0.2.10\n");
 }
+
+/// A TCP connection to the updater from `source` (any 127.0.0.0/8
+/// address: loopback answers them all).
+fn connect_from(source: &str, port: u16) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        socket.connect(target).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether a `/healthz` request on `stream` is answered (a refused
+/// connection is closed before it reads anything).
+fn answered(mut stream: std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: ddserver\r\n\r\n");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if reply.ends_with(b"ok\n") {
+            break;
+        }
+    }
+    reply.starts_with(b"HTTP/1.1 200")
+}
+
+/// One client address cannot hold more than `max_connections_per_address`
+/// connections: the next is closed at once and counted, other addresses
+/// and trusted proxies go on, and a closed connection frees its place.
+#[test]
+fn connections_are_limited_per_client_address() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    scratch.updater_settings("max_connections_per_address = 2\ntrusted_proxies = \"127.0.0.3\"");
+    let _daemon = scratch.serve();
+    let port = scratch.updater_port;
+    // wait_for_tcp's probe has come and gone; hold two from 127.0.0.2.
+    let held = [
+        connect_from("127.0.0.2", port),
+        connect_from("127.0.0.2", port),
+    ];
+    // Each is served: they are counted once accepted.
+    for stream in &held {
+        assert!(answered(stream.try_clone().unwrap()));
+    }
+    assert!(!answered(connect_from("127.0.0.2", port)));
+    assert!(answered(connect_from("127.0.0.4", port)));
+    let behind_proxy: Vec<_> = (0..4).map(|_| connect_from("127.0.0.3", port)).collect();
+    for stream in &behind_proxy {
+        assert!(answered(stream.try_clone().unwrap()));
+    }
+    let metrics = curl(&[], &format!("{}/metrics", scratch.updater_url())).body;
+    assert!(
+        metrics.contains(
+            "ddserver_updater_connections_refused_total{reason=\"max_connections_per_address\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    drop(held);
+    // The server sees the close when it next reads; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !answered(connect_from("127.0.0.2", port)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the places were not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

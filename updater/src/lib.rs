@@ -93,6 +93,9 @@ pub struct Config {
     pub host_mirror_max: usize,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64) at most;
+    /// more are closed at once. Trusted proxies are not limited.
+    pub max_connections_per_address: u32,
     /// Time a client has to send a request's headers.
     pub header_timeout: Duration,
 }
@@ -127,6 +130,7 @@ impl Default for Config {
             seen_flush_interval: Duration::from_secs(10),
             host_mirror_max: 2_000_000,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             header_timeout: Duration::from_secs(10),
         }
     }
@@ -254,6 +258,10 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let per_address = limit::ConnectionCounts::new(
+        state.config.max_connections_per_address,
+        state.config.trusted_proxies.clone(),
+    );
     let mut http = Vec::new();
     let mut https = Vec::new();
     let mut acceptors = Vec::new();
@@ -271,6 +279,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
             state.clone(),
             graceful.clone(),
             connections.clone(),
+            per_address.clone(),
             stopped.clone(),
         )));
     }
@@ -355,6 +364,7 @@ async fn accept_loop(
     state: Arc<State>,
     graceful: Arc<GracefulShutdown>,
     connections: Arc<Semaphore>,
+    per_address: Arc<limit::ConnectionCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -370,15 +380,21 @@ async fn accept_loop(
                 }
             },
         };
+        // Over either limit: closed at once by dropping the stream.
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            continue; // over max_connections: closed by dropping the stream
+            state.metrics.refused_connections[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let Some(slot) = per_address.admit(peer.ip()) else {
+            state.metrics.refused_connections[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             match tls {
                 None => serve_connection(stream, peer, state, watcher).await,
                 Some(acceptor) => {

@@ -2,7 +2,8 @@
 //! in memory.
 //!
 //! Used for failed authentication (per client address and per host) and for
-//! committed changes per host. A bucket holds `burst` tokens and regains one
+//! committed changes per host; [`ConnectionCounts`] bounds open connections
+//! per client address. A bucket holds `burst` tokens and regains one
 //! every `per_token`; a full bucket is forgotten, so the map holds only keys
 //! that were active recently. This module must never block on I/O: it is
 //! called on every request, under one short mutex.
@@ -10,8 +11,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::proxy::{self, Network};
 
 /// How much a limiter allows: `burst` events at once, then one per
 /// `per_token`.
@@ -110,6 +113,79 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
+/// Open connections per client address (IPv6: per /64), so that one
+/// source cannot take every one of `max_connections`. Peers that are
+/// trusted proxies are not counted: every client behind them shares their
+/// address. The map holds only addresses with a connection open, at most
+/// `max_connections` of them.
+#[derive(Debug)]
+pub(crate) struct ConnectionCounts {
+    max: u32,
+    exempt: Vec<Network>,
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    /// `None` for an exempt peer.
+    key: Option<IpAddr>,
+}
+
+impl ConnectionCounts {
+    pub(crate) fn new(max: u32, exempt: Vec<Network>) -> Arc<ConnectionCounts> {
+        Arc::new(ConnectionCounts {
+            max: max.max(1),
+            exempt,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for a connection from `peer`, or `None` when its address
+    /// already has `max` open.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnectionSlot> {
+        let peer = proxy::canonical(peer);
+        let key = if self.exempt.iter().any(|n| n.contains(peer)) {
+            None
+        } else {
+            let key = address_key(peer);
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let count = open.entry(key).or_insert(0);
+            if *count >= self.max {
+                return None;
+            }
+            *count += 1;
+            Some(key)
+        };
+        Some(ConnectionSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// Addresses with a connection open (for tests).
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.open.lock().unwrap().len()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else {
+            return;
+        };
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&key);
+            }
+        }
+    }
+}
+
 /// The key for per-address limits: IPv4 as is, IPv6 by its /64, since one
 /// customer usually holds a whole /64 and can pick any address in it.
 pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
@@ -122,6 +198,35 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address_and_freed() {
+        let proxy: Network = "10.9.0.0/16".parse().unwrap();
+        let counts = ConnectionCounts::new(2, vec![proxy]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = counts.admit(a).unwrap();
+        // The same address seen through a dual-stack socket.
+        let second = counts.admit("::ffff:192.0.2.1".parse().unwrap()).unwrap();
+        assert!(counts.admit(a).is_none());
+        // Other addresses are unaffected; one IPv6 /64 is one client.
+        let _other = counts.admit("192.0.2.2".parse().unwrap()).unwrap();
+        let _v6 = counts.admit("2001:db8::1".parse().unwrap()).unwrap();
+        let _v6b = counts.admit("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(counts.admit("2001:db8::ffff:1".parse().unwrap()).is_none());
+        assert!(counts.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
+        // A trusted proxy is never counted.
+        let behind: Vec<_> = (0..5)
+            .map(|_| counts.admit("10.9.1.1".parse().unwrap()).unwrap())
+            .collect();
+        drop(first);
+        let third = counts.admit(a).unwrap();
+        drop((second, third, behind));
+        assert_eq!(
+            counts.addresses(),
+            2,
+            "192.0.2.2 and 2001:db8::/64 still open"
+        );
+    }
 
     #[test]
     fn burst_then_limited_with_a_retry_time() {

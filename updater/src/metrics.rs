@@ -30,7 +30,13 @@ pub(crate) struct Metrics {
     pub(crate) mirror_hits: AtomicU64,
     pub(crate) tls_reloads: AtomicU64,
     pub(crate) tls_reload_failures: AtomicU64,
+    /// Connections closed at accept: over `max_connections`, over
+    /// `max_connections_per_address` (the order of [`REFUSED_REASONS`]).
+    pub(crate) refused_connections: [AtomicU64; 2],
 }
+
+/// The `reason` labels of `ddserver_updater_connections_refused_total`.
+const REFUSED_REASONS: [&str; 2] = ["max_connections", "max_connections_per_address"];
 
 impl Metrics {
     pub(crate) fn answer(&self, answer: &Answer) {
@@ -126,6 +132,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP ddserver_updater_connections_refused_total Connections closed at once, by the limit they were over.\n\
+             # TYPE ddserver_updater_connections_refused_total counter\n",
+        );
+        for (reason, counter) in REFUSED_REASONS.iter().zip(&self.refused_connections) {
+            let _ = writeln!(
+                out,
+                "ddserver_updater_connections_refused_total{{reason=\"{reason}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
         }
