@@ -14,7 +14,7 @@
 # (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200),
 # HOST_MIRROR_MAX (updater.host_mirror_max; 0 switches the host mirror off,
 # so every request reads its host's row as before the mirror), MODES (which
-# runs, in order; default "http nochg flood change wrong served"), PERF
+# runs, in order; default "http empty nochg flood change wrong served"), PERF
 # (a directory: profile the server during each measured mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -152,7 +152,7 @@ measured() { # MODE COMMAND...: runs COMMAND (a wrk run), prints its summary
 # Default order: nochg and the flood first, since `change` moves every host
 # away from 192.0.2.1. `http`: /healthz through the same wrk, the ceiling
 # of what this machine can drive at all.
-for mode in ${MODES:-http nochg flood change wrong served}; do
+for mode in ${MODES:-http empty nochg flood change wrong served}; do
     case $mode in
         http)
             echo "## http (/healthz, no Lua: the harness ceiling)"
@@ -160,6 +160,13 @@ for mode in ${MODES:-http nochg flood change wrong served}; do
             # request (TCP receive, hyper, TCP send), against which nochg
             # compares.
             measured http wrk -t "$THREADS" -c "$CONNS" -d "${DURATION}s" "$url/healthz" ;;
+        empty)
+            # The nochg request's bytes and Lua work, sent to /healthz: the
+            # floor for nochg without wrk's Lua cost in the comparison
+            # (a slower client changes how often each side sleeps and is
+            # woken, which the server's CPU per answer includes).
+            echo "## empty (the nochg request, sent to /healthz)"
+            measured empty run_wrk empty "$THREADS" ;;
         nochg|change|wrong)
             echo "## $mode"
             measured "$mode" run_wrk "$mode" "$THREADS" ;;

@@ -2,7 +2,10 @@
 -- benchmark hosts h1..hHOSTS on keep-alive connections and counts answer
 -- codes. MODE=change sends a new address every request (each one a commit),
 -- MODE=nochg the address every host already has, MODE=wrong a wrong
--- password (each one an argon2 run). Each wrk thread owns the hosts with
+-- password (each one an argon2 run), MODE=empty the nochg request's very
+-- bytes sent to /healthz instead (the same request and the same Lua work,
+-- answered without any of the update's own: the floor that nochg is
+-- compared with). Each wrk thread owns the hosts with
 -- index = thread id (mod THREADS), so two threads never race on one host.
 local mode = os.getenv("MODE") or "nochg"
 local hosts = tonumber(os.getenv("HOSTS") or "1000")
@@ -40,7 +43,8 @@ function request()
    else
       ip = "192.0.2.1"
    end
-   return wrk.format("GET", string.format("/nic/update?hostname=h%d.%s&myip=%s", h, zone, ip))
+   local path = mode == "empty" and "/healthz" or "/nic/update"
+   return wrk.format("GET", string.format("%s?hostname=h%d.%s&myip=%s", path, h, zone, ip))
 end
 
 function response(status, headers, body)
