@@ -111,6 +111,35 @@ fn stored_ipv4(scratch: &Scratch, host: &str) -> String {
     line.split_whitespace().nth(2).unwrap().to_owned()
 }
 
+/// `/readyz` and the `ddserver_updater_database_up` gauge agree on `up`.
+fn assert_ready(url: &str, up: bool) {
+    let reply = curl(&[], &format!("{url}/readyz"));
+    let expected = if up {
+        (200, "ready\n")
+    } else {
+        (503, "database unavailable\n")
+    };
+    assert_eq!((reply.status, reply.body.as_str()), expected);
+    let metrics = curl(&[], &format!("{url}/metrics")).body;
+    let gauge = format!("ddserver_updater_database_up {}\n", u8::from(up));
+    assert!(metrics.contains(&gauge), "{gauge} not in {metrics}");
+}
+
+/// Waits up to 15 s for `/readyz` to say `up`, then checks both signs.
+fn wait_until_ready(url: &str, up: bool, daemon: &Daemon) {
+    let status = if up { 200 } else { 503 };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl(&[], &format!("{url}/readyz")).status != status {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz not {status} within 15 s:\n{}",
+            daemon.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ready(url, up);
+}
+
 #[test]
 fn database_down_answers_911_and_acknowledges_only_commits() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,6 +150,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
     let daemon = scratch.serve();
     let url = scratch.updater_url();
     let auth = format!("{USER}:{SECRET}");
+    assert_ready(&url, true);
 
     // Clients keep changing their addresses; each remembers the last `good`
     // and every address it tried after it.
@@ -170,6 +200,10 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         assert!(Instant::now() < deadline, "no 911 after the database died");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A load balancer learns it from /readyz (checked every second);
+    // /healthz (liveness) still answers.
+    wait_until_ready(&url, false, &daemon);
+    assert_eq!(curl(&[], &format!("{url}/healthz")).body, "ok\n");
     // A fresh request while the database is down: 911, within the store's
     // connection wait, never `good`.
     let started = Instant::now();
@@ -210,6 +244,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         "no update was acknowledged before the crash"
     );
     // The updater recovers once the database is back.
+    wait_until_ready(&url, true, &daemon);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let reply = curl(

@@ -195,6 +195,7 @@ pub struct Updater {
     /// Asks the certificate watcher to load the TLS files now.
     reload_tls: Arc<Notify>,
     certificate_watcher: Option<tokio::task::JoinHandle<()>>,
+    database_watcher: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the listeners and starts serving.
@@ -227,6 +228,10 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         listeners.push((listener, local, secure));
     }
     let metrics = Arc::new(metrics::Metrics::default());
+    // The store connected (and migrated) before this.
+    metrics
+        .database_up
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = Arc::new(seen::Seen::default());
     let (stop, stopped) = watch::channel(false);
     let flusher =
@@ -234,6 +239,11 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
             .start_flusher(store.clone(), config.seen_flush_interval, stopped.clone());
     let mirror = Arc::new(mirror::Mirror::new(config.host_mirror_max));
     let mirror_task = mirror.clone().start(store.clone(), stopped.clone());
+    let database_watcher = tokio::spawn(watch_database(
+        store.clone(),
+        metrics.clone(),
+        stopped.clone(),
+    ));
     let reload_tls = Arc::new(Notify::new());
     let certificate_watcher = certificates.map(|certificates| {
         tokio::spawn(watch_certificates(
@@ -293,7 +303,40 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         mirror: mirror_task,
         reload_tls,
         certificate_watcher,
+        database_watcher,
     })
+}
+
+/// How often [`watch_database`] asks the database, and how long it waits.
+const DATABASE_CHECK: Duration = Duration::from_secs(1);
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the database for its newest change-log serial every second (one
+/// indexed read) for `/readyz` and `ddserver_updater_database_up`, and logs
+/// when it stops and starts answering, until `stop`.
+async fn watch_database(
+    store: Store,
+    metrics: Arc<metrics::Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(DATABASE_CHECK) => {}
+        }
+        let checked = tokio::select! {
+            _ = stop.changed() => return,
+            checked = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, store.latest_serial()) => checked,
+        };
+        let up = matches!(checked, Ok(Ok(_)));
+        let was = metrics.database_up.swap(up, Ordering::Relaxed);
+        if was && !up {
+            tracing::warn!("updater: the database does not answer; /readyz says so until it does");
+        } else if up && !was {
+            tracing::info!("updater: the database answers again");
+        }
+    }
 }
 
 /// How long changed TLS files must stay unchanged before they are loaded.
@@ -471,5 +514,6 @@ impl Updater {
         if let Some(watcher) = self.certificate_watcher {
             let _ = watcher.await;
         }
+        let _ = self.database_watcher.await;
     }
 }

@@ -6,7 +6,7 @@
 //! allocate on the request path.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::mirror::Mirror;
@@ -33,6 +33,8 @@ pub(crate) struct Metrics {
     /// Connections closed at accept: over `max_connections`, over
     /// `max_connections_per_address` (the order of [`REFUSED_REASONS`]).
     pub(crate) refused_connections: [AtomicU64; 2],
+    /// Whether the database answered the last check (`lib::watch_database`).
+    pub(crate) database_up: AtomicBool,
 }
 
 /// The `reason` labels of `ddserver_updater_connections_refused_total`.
@@ -135,6 +137,13 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ddserver_updater_database_up Whether the database answered the updater's last check (every second).\n\
+             # TYPE ddserver_updater_database_up gauge\n\
+             ddserver_updater_database_up {}",
+            u8::from(self.database_up.load(Ordering::Relaxed))
+        );
         out.push_str(
             "# HELP ddserver_updater_connections_refused_total Connections closed at once, by the limit they were over.\n\
              # TYPE ddserver_updater_connections_refused_total counter\n",

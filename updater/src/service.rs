@@ -83,7 +83,14 @@ pub(crate) async fn handle(
                 proxy::client_address(peer.ip(), request.headers(), &state.config.trusted_proxies);
             text(StatusCode::OK, format!("{client}\n"))
         }
+        // Liveness: the process answers. Readiness: the database answered
+        // its last check too, so a load balancer can send routers to an
+        // updater that can commit rather than to one that answers `911`.
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.metrics.database_up.load(Ordering::Relaxed) => {
+            text(StatusCode::OK, "ready\n")
+        }
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
         "/metrics" => {
             state
                 .metrics
