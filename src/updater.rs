@@ -84,6 +84,16 @@ impl RunningUpdater {
 
 /// Starts the updater and prints where it listens.
 pub(crate) async fn start_updater(config: &Config, store: &Store) -> Result<RunningUpdater> {
+    // Routers told `good` do not send that address again until it
+    // changes: a commit lost to a power cut leaves their names wrong.
+    match store.commits_not_durable().await {
+        Ok(None) => {}
+        Ok(Some(setting)) => tracing::warn!(
+            "the database runs with {setting}: updates acknowledged `good` can be lost \
+             if its machine loses power (MariaDB: set innodb_flush_log_at_trx_commit = 1)"
+        ),
+        Err(e) => tracing::warn!("cannot tell whether the database's commits are durable: {e}"),
+    }
     let updater = ddserver_updater::start(updater_config(config)?, store.clone())
         .await
         .context("starting the dyndns2 updater")?;

@@ -342,6 +342,21 @@ fn zone_import_then_serve_then_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
+    // SIGHUP is taken by every part, never fatal.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
+    }
+    daemon.wait_for_output("SIGHUP received");
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(
+        dig_short(scratch.dns_port, "new.imported.example", "A"),
+        ["192.0.2.99"]
+    );
     let status = daemon.terminate();
     assert!(status.success(), "serve exited with {status} on SIGTERM");
 

@@ -35,13 +35,21 @@ fn restart_after_sigkill(backend: Backend) {
     s.add_host(&config, "h2", "192.0.2.2");
     s.remove_host(&config, "h0");
 
-    let _responder = s.scratch.start(&["responder"], &format!("h1.{ZONE}"));
+    let mut responder = s.scratch.start(&["responder"], &format!("h1.{ZONE}"));
     wait_for(port, "h1", Some([192, 0, 2, 1]), PATIENCE);
     wait_for(port, "h2", Some([192, 0, 2, 2]), PATIENCE);
     wait_for(port, "h0", None, PATIENCE);
+    // SIGHUP (systemd's `reload`) is taken, never fatal.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(responder.child.id() as libc::pid_t, libc::SIGHUP);
+    }
+    responder
+        .wait_for_output("SIGHUP received: the responder reads its configuration only at start");
     // And it follows again after the restart.
     s.add_host(&config, "h3", "192.0.2.3");
     wait_for(port, "h3", Some([192, 0, 2, 3]), PATIENCE);
+    assert!(responder.terminate().success(), "{}", responder.output());
 }
 
 /// Writers whose pushes never reach the responder (they push nowhere): the

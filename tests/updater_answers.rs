@@ -464,6 +464,16 @@ fn the_updater_runs_alone_and_stops_on_sigterm() {
         "dyndns2 updater listening on http://127.0.0.1",
         Duration::from_secs(10),
     );
+    // SIGHUP (systemd's `reload`) is taken, never fatal.
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
+    }
+    wait_for_output(
+        &daemon,
+        "SIGHUP received: the updater has no TLS certificate to load",
+        Duration::from_secs(10),
+    );
     let reply = update(
         &scratch,
         Some(&format!("{USER}:{SECRET}")),

@@ -315,6 +315,29 @@ impl Store {
         }
     }
 
+    /// Whether a commit is on disk when it returns, so that an
+    /// acknowledgement survives the machine losing power (DESIGN.md
+    /// invariant 2): SQLite files run `synchronous = FULL` (or EXTRA);
+    /// MySQL/MariaDB need `innodb_flush_log_at_trx_commit = 1`, their
+    /// default, which only the server's administrator can change. `Some`
+    /// with the setting found when they are not; in-memory SQLite has no
+    /// disk and counts as durable.
+    pub async fn commits_not_durable(&self) -> Result<Option<String>, StoreError> {
+        let (sql, durable): (&'static str, fn(i64) -> bool) = match self.backend {
+            Backend::Sqlite if self.sqlite_file.is_none() => return Ok(None),
+            Backend::Sqlite => ("PRAGMA synchronous", |v| v >= 2),
+            Backend::MySql => (
+                "SELECT CAST(@@GLOBAL.innodb_flush_log_at_trx_commit AS SIGNED)",
+                |v| v == 1,
+            ),
+        };
+        let value: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok((!durable(value)).then(|| match self.backend {
+            Backend::Sqlite => format!("SQLite synchronous = {value}"),
+            Backend::MySql => format!("innodb_flush_log_at_trx_commit = {value}"),
+        }))
+    }
+
     /// Which database this store talks to.
     pub fn backend(&self) -> Backend {
         self.backend

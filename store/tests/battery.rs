@@ -201,6 +201,21 @@ async fn unsupported_url_is_refused() {
     );
 }
 
+/// Commits are durable on a SQLite file and on the test MariaDB (its
+/// default `innodb_flush_log_at_trx_commit = 1`).
+#[tokio::test]
+async fn commits_are_durable_on_files_and_mariadb() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Store::connect(&format!("sqlite://{}", dir.path().join("d.db").display()))
+        .await
+        .unwrap();
+    assert_eq!(file.commits_not_durable().await.unwrap(), None);
+    let memory = Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(memory.commits_not_durable().await.unwrap(), None);
+    let db = TestDb::mariadb().await;
+    assert_eq!(db.store.commits_not_durable().await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_keeps_its_data() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
