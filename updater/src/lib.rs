@@ -373,7 +373,10 @@ async fn watch_certificates(
             if !certificates.is_new(&seen) {
                 continue;
             }
-            tokio::time::sleep(CERTIFICATE_SETTLE).await;
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(CERTIFICATE_SETTLE) => {}
+            }
             if stamps(&certificates).await.ok() != Some(seen) {
                 continue;
             }
