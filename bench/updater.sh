@@ -14,7 +14,9 @@
 # (1000), CONNS (64), THREADS (2), DURATION (10 s per mode), SAMPLES (200),
 # HOST_MIRROR_MAX (updater.host_mirror_max; 0 switches the host mirror off,
 # so every request reads its host's row as before the mirror), MODES (which
-# runs, in order; default "http empty nochg flood change wrong served"), PERF
+# runs, in order; default "http empty nochg flood change wrong served";
+# also "tls", "fresh", "fresh_tls": nochg over https, and on a new
+# connection per request over http and https), PERF
 # (a directory: profile the server during each measured mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
 ZONE=dyn.example.net
 SECRET=bench-secret
 
-for tool in wrk curl python3; do
+for tool in wrk curl python3 openssl; do
     command -v $tool >/dev/null || { echo "bench/updater.sh: $tool is missing (apt-get install $tool)" >&2; exit 1; }
 done
 [ -x "$BIN" ] || { echo "bench/updater.sh: build $BIN first (cargo build --release --bin ddserver)" >&2; exit 1; }
@@ -49,7 +51,12 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http_port=$(port)
+https_port=$(port)
 dns_port=$(port)
+# A self-signed pair for the https listener (modes fresh_tls, tls).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
 case $DB in
     sqlite) url="sqlite://$work/dd.db" ;;
@@ -63,6 +70,9 @@ esac
 cat > "$work/ddserver.toml" <<TOML
 [updater]
 listen = ["127.0.0.1:$http_port"]
+tls_listen = ["127.0.0.1:$https_port"]
+tls_cert = "$work/cert.pem"
+tls_key = "$work/key.pem"
 changes_per_host = 100000
 changes_refill = 1
 failed_auth_per_address = 100000
@@ -112,6 +122,7 @@ done
 auth=$(printf 'bench:%s' $SECRET | base64 -w0)
 wrong=$(printf 'bench:%s' wrong | base64 -w0)
 url="http://127.0.0.1:$http_port"
+https_url="https://127.0.0.1:$https_port"
 
 # Warm-up: every host gets 192.0.2.1 and its credentials verified once
 # (argon2), so the nochg run measures the cached path.
@@ -119,9 +130,9 @@ seq 1 "$HOSTS" | xargs -P 4 -I{} curl -s -o /dev/null -u "bench:$SECRET" \
     "$url/nic/update?hostname=h{}.$ZONE&myip=192.0.2.1"
 
 echo "# $DB, $HOSTS hosts, host_mirror_max $HOST_MIRROR_MAX, $CONNS connections, $THREADS wrk threads, ${DURATION}s per mode, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-run_wrk() { # MODE THREADS [SECONDS]
+run_wrk() { # MODE THREADS [SECONDS [URL]]
     MODE=$1 HOSTS=$HOSTS THREADS=$2 AUTH=$auth WRONG_AUTH=$wrong \
-        wrk -t "$2" -c "$CONNS" -d "${3:-$DURATION}s" -s bench/updater/dyndns2.lua "$url"
+        wrk -t "$2" -c "$CONNS" -d "${3:-$DURATION}s" -s bench/updater/dyndns2.lua "${4:-$url}"
 }
 # The server's CPU time (user + system, in clock ticks), so each mode also
 # reports CPU per answer: a cost that the other load on a shared machine
@@ -170,6 +181,18 @@ for mode in ${MODES:-http empty nochg flood change wrong served}; do
         nochg|change|wrong)
             echo "## $mode"
             measured "$mode" run_wrk "$mode" "$THREADS" ;;
+        tls)
+            # nochg over https on keep-alive connections: TLS records only.
+            echo "## tls (nochg over https, keep-alive)"
+            measured tls run_wrk nochg "$THREADS" "$DURATION" "$https_url" ;;
+        fresh|fresh_tls)
+            # nochg on a new connection per request, as most routers
+            # update (curl, wget, inadyn): TCP set-up and tear-down, and
+            # for fresh_tls a full TLS 1.3 handshake (ECDSA P-256), each.
+            echo "## $mode (nochg, a new connection per request)"
+            target=$url
+            [ "$mode" = fresh_tls ] && target=$https_url
+            CLOSE=1 measured "$mode" run_wrk nochg "$THREADS" "$DURATION" "$target" ;;
         flood)
             # Good clients during a flood of wrong passwords (argon2 capped
             # at max_verifications): cached credentials never wait for argon2.

@@ -27,6 +27,10 @@ function init(args)
    counts = {}
    per = math.floor(hosts / nthreads)
    wrk.headers["User-Agent"] = "wrk-bench/1"
+   if os.getenv("CLOSE") then
+      -- A new connection per request (wrk reconnects after each close).
+      wrk.headers["Connection"] = "close"
+   end
    if mode == "wrong" then
       wrk.headers["Authorization"] = "Basic " .. wrong
    else
