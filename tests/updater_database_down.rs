@@ -169,6 +169,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
             );
             std::thread::spawn(move || {
                 let mut n = 0u32;
+                let mut answered_911 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let ip = format!("10.{i}.{}.{}", n / 250, n % 250 + 1);
@@ -180,6 +181,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
                     match reply.body.as_str() {
                         b if b == format!("good {ip}\n") => history[i] = (ip, Vec::new()),
                         "911\n" => {
+                            answered_911 += 1;
                             seen_911.store(true, Ordering::Relaxed);
                             history[i].1.push(ip);
                         }
@@ -190,6 +192,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
                     drop(history);
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                answered_911
             })
         })
         .collect();
@@ -218,9 +221,24 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         started.elapsed()
     );
     stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.join().unwrap();
-    }
+    let answered_911 = workers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .sum::<usize>()
+        + 1;
+    // Every request of the outage failed alike; the log says so once per
+    // 10 s (with how many were left out), not once per request.
+    let log = daemon.output();
+    let per_request = log
+        .lines()
+        .filter(|l| {
+            l.contains("updater: reading host") || l.contains("committing a host update failed")
+        })
+        .count();
+    assert!(
+        (1..=4).contains(&per_request) && answered_911 > per_request,
+        "{per_request} lines for {answered_911} answers 911:\n{log}"
+    );
 
     db.start();
     // Every host holds its last acknowledged address, or one it tried after

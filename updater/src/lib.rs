@@ -19,6 +19,7 @@
 //! - `mirror`: the in-memory copy of the hosts that answers cached,
 //!   unchanged updates without a database query, following the change log;
 //! - `service`: one request from routing to answer;
+//! - `throttle`: one log line per interval for per-request failures;
 //! - `tls`, `metrics`; this file: configuration, listeners, shutdown.
 
 mod auth;
@@ -29,6 +30,7 @@ mod protocol;
 pub mod proxy;
 mod seen;
 mod service;
+mod throttle;
 mod tls;
 
 use std::convert::Infallible;
@@ -170,7 +172,14 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) seen: Arc<seen::Seen>,
     pub(crate) mirror: Arc<mirror::Mirror>,
+    /// Per-request database failures: one log line per interval.
+    pub(crate) database_errors: throttle::LogThrottle,
+    /// Per-request verifier failures (no argon2 slot in time): likewise.
+    pub(crate) verifier_errors: throttle::LogThrottle,
 }
+
+/// How often a failure that every request repeats is logged at most.
+const REPEATED_ERROR_LOG: Duration = Duration::from_secs(10);
 
 /// A connection's read buffer at most, so the longest request head: more
 /// is answered 431. The largest real update (20 names of up to 253
@@ -265,6 +274,8 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         mirror,
         store,
         config,
+        database_errors: throttle::LogThrottle::new(REPEATED_ERROR_LOG),
+        verifier_errors: throttle::LogThrottle::new(REPEATED_ERROR_LOG),
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));

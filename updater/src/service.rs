@@ -348,7 +348,9 @@ async fn run_update(
         let row = match state.store.host_credential(fqdn).await {
             Ok(row) => row,
             Err(e) => {
-                tracing::error!("updater: reading host {fqdn} failed: {e}");
+                if let Some(left_out) = state.database_errors.allow() {
+                    tracing::error!(left_out, "updater: reading host {fqdn} failed: {e}");
+                }
                 return Outcome::once(Answer::ServerError);
             }
         };
@@ -377,7 +379,9 @@ async fn run_update(
                         }
                         Ok(_) => None,
                         Err(e) => {
-                            tracing::warn!("updater: {e}");
+                            if let Some(left_out) = state.verifier_errors.allow() {
+                                tracing::warn!(left_out, "updater: {e}");
+                            }
                             return Outcome::once(Answer::ServerError);
                         }
                     }
@@ -387,7 +391,9 @@ async fn run_update(
                 state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
                 state.metrics.verifications.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = state.verifier.verify(&credentials.password, None).await {
-                    tracing::warn!("updater: {e}");
+                    if let Some(left_out) = state.verifier_errors.allow() {
+                        tracing::warn!(left_out, "updater: {e}");
+                    }
                     return Outcome::once(Answer::ServerError);
                 }
                 None
@@ -479,7 +485,9 @@ async fn set_txt(state: &State, actor: &Actor, fqdn: &Name, txt: Option<&str>) -
         Err(StoreError::HostDisabled { .. }) => Answer::Abuse(None),
         Err(StoreError::UnknownHost { .. }) => Answer::Nohost,
         Err(e) => {
-            tracing::error!("updater: setting TXT of {fqdn} failed: {e}");
+            if let Some(left_out) = state.database_errors.allow() {
+                tracing::error!(left_out, "updater: setting TXT of {fqdn} failed: {e}");
+            }
             Answer::ServerError
         }
     }
@@ -535,7 +543,13 @@ async fn update_one(
         Err(StoreError::UnknownHost { .. }) => Answer::Nohost,
         Err(StoreError::HostDisabled { .. }) => Answer::Abuse(None),
         Err(e) => {
-            tracing::error!(host = %row.fqdn, "updater: committing a host update failed: {e}");
+            if let Some(left_out) = state.database_errors.allow() {
+                tracing::error!(
+                    host = %row.fqdn,
+                    left_out,
+                    "updater: committing a host update failed: {e}"
+                );
+            }
             Answer::ServerError
         }
     }
