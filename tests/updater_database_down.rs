@@ -198,6 +198,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     db.kill();
+    let killed = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !seen_911.load(Ordering::Relaxed) {
         assert!(Instant::now() < deadline, "no 911 after the database died");
@@ -228,6 +229,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         + 1;
     // Every request of the outage failed alike; the log says so once per
     // 10 s (with how many were left out), not once per request.
+    let at_most = 2 + killed.elapsed().as_secs() as usize / 10;
     let log = daemon.output();
     let per_request = log
         .lines()
@@ -236,7 +238,7 @@ fn database_down_answers_911_and_acknowledges_only_commits() {
         })
         .count();
     assert!(
-        (1..=4).contains(&per_request) && answered_911 > per_request,
+        (1..=at_most).contains(&per_request) && answered_911 > per_request,
         "{per_request} lines for {answered_911} answers 911:\n{log}"
     );
 
