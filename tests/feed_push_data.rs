@@ -125,7 +125,12 @@ fn pushed_data_applies_and_a_gap_falls_back_to_the_log(backend: Backend) {
     assert_eq!(count(metrics, "ddserver_feed_entries_read_total"), 0.0);
     assert_eq!(count(metrics, "ddserver_feed_pushed_fallbacks_total"), 0.0);
     // At least the five hosts (each commit also sets the SOA serial).
-    assert!(count(metrics, "ddserver_feed_pushed_changes_applied_total") >= 5.0);
+    wait_metric(
+        metrics,
+        "ddserver_feed_pushed_changes_applied_total",
+        |v| v >= 5.0,
+        PATIENCE,
+    );
     wait_applied(metrics, rt.block_on(store.latest_serial()).unwrap());
 
     s.add_host(&s.silent_writer_config(), "g1", "192.0.2.77");
@@ -133,8 +138,20 @@ fn pushed_data_applies_and_a_gap_falls_back_to_the_log(backend: Backend) {
         .unwrap();
     wait_for(port, "h0", Some([10, 0, 0, 99]), PATIENCE);
     wait_for(port, "g1", Some([192, 0, 2, 77]), Duration::from_secs(1));
-    assert!(count(metrics, "ddserver_feed_pushed_fallbacks_total") >= 1.0);
-    assert!(count(metrics, "ddserver_feed_entries_read_total") >= 2.0);
+    // The counters move after the catch-up returns, and its batches are
+    // served as soon as each is applied: wait for them, do not race them.
+    wait_metric(
+        metrics,
+        "ddserver_feed_pushed_fallbacks_total",
+        |v| v >= 1.0,
+        PATIENCE,
+    );
+    wait_metric(
+        metrics,
+        "ddserver_feed_entries_read_total",
+        |v| v >= 2.0,
+        PATIENCE,
+    );
     // Data flows again once the log filled the gap.
     let read = count(metrics, "ddserver_feed_entries_read_total");
     rt.block_on(store.update_host(address_update("h0", [10, 0, 0, 100])))
