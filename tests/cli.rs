@@ -343,10 +343,7 @@ fn zone_import_then_serve_then_sigterm() {
     }
 
     // SIGHUP is taken by every part, never fatal.
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
-    }
+    daemon.hangup();
     daemon.wait_for_output("SIGHUP received");
     assert!(
         daemon.child.try_wait().unwrap().is_none(),

@@ -40,10 +40,7 @@ fn restart_after_sigkill(backend: Backend) {
     wait_for(port, "h2", Some([192, 0, 2, 2]), PATIENCE);
     wait_for(port, "h0", None, PATIENCE);
     // SIGHUP (systemd's `reload`) is taken, never fatal.
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe {
-        libc::kill(responder.child.id() as libc::pid_t, libc::SIGHUP);
-    }
+    responder.hangup();
     responder
         .wait_for_output("SIGHUP received: the responder reads its configuration only at start");
     // And it follows again after the restart.

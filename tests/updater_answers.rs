@@ -465,10 +465,7 @@ fn the_updater_runs_alone_and_stops_on_sigterm() {
         Duration::from_secs(10),
     );
     // SIGHUP (systemd's `reload`) is taken, never fatal.
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
-    }
+    daemon.hangup();
     wait_for_output(
         &daemon,
         "SIGHUP received: the updater has no TLS certificate to load",

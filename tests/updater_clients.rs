@@ -488,14 +488,6 @@ fn metric(scratch: &Scratch, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", reply.body))
 }
 
-fn hangup(daemon: &Daemon) {
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped
-    // yet, with a valid signal number.
-    unsafe {
-        libc::kill(daemon.child.id() as libc::pid_t, libc::SIGHUP);
-    }
-}
-
 /// A renewed certificate is served after SIGHUP (systemd's `reload`),
 /// with no restart; a pair whose key does not match is refused and the one
 /// in service stays. With `tls_check_interval = 0` nothing is loaded
@@ -518,7 +510,7 @@ fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_refused() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(served_with(&first, tls_port));
     assert!(!served_with(&renewed_cert, tls_port));
-    hangup(&daemon);
+    daemon.hangup();
     assert!(
         eventually(|| served_with(&renewed_cert, tls_port)),
         "the renewed certificate is not served after SIGHUP:\n{}",
@@ -529,7 +521,7 @@ fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_refused() {
 
     // A certificate without its key: refused, the renewed pair stays.
     std::fs::copy(&other_cert, &cert).unwrap();
-    hangup(&daemon);
+    daemon.hangup();
     assert!(
         eventually(|| metric(&scratch, "ddserver_updater_tls_reload_failures_total") == 1),
         "{}",
