@@ -91,11 +91,6 @@ const POLL_BATCH: u32 = 10_000;
 /// With no request waiting, the log is still read this often, so the mirror
 /// never falls far behind (nor behind a prune).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Polls start at most this often: requests arriving meanwhile share the
-/// next one. Measured (bench/README.md): back-to-back polls spent a quarter
-/// of the updater's CPU on SQLite's worker-thread hand-offs under load; a
-/// millisecond costs each request at most that in latency.
-const MIN_POLL_GAP: Duration = Duration::from_millis(1);
 /// A request waits at most this long for a fresh poll, then reads the row
 /// itself (a hung database then answers `911` through the normal path).
 const FRESH_WAIT: Duration = Duration::from_secs(5);
@@ -362,7 +357,6 @@ impl Mirror {
         // `None`: (re)load before the next poll.
         let mut applied: Option<u64> = None;
         let mut failing = false;
-        let mut last_poll = tokio::time::Instant::now();
         loop {
             if applied.is_none() {
                 match self.load(&store, &mut owners).await {
@@ -389,8 +383,14 @@ impl Mirror {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
             }
-            tokio::time::sleep_until(last_poll + MIN_POLL_GAP).await;
-            last_poll = tokio::time::Instant::now();
+            // No pause between polls: one runs at a time, and its round
+            // trip is the window in which the next one's requests gather
+            // (a request's `notify_one` during a poll is kept as a permit).
+            // A minimum gap of 1 ms cost a lone client 1-2 ms (tokio's
+            // timer rounds up) on every change and every MariaDB `nochg`;
+            // without it both backends answer more, for about 5 µs more
+            // CPU per MariaDB `nochg` at 64 connections (bench/README.md,
+            // "No pause between change-log polls").
             let poll = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             self.polls.fetch_add(1, Ordering::Relaxed);
             // Before the poll's first query, so that the poll sees every
