@@ -21,7 +21,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::State;
-use crate::auth::{self, Credentials};
+use crate::auth::{self, Credentials, VerifyError};
 use crate::limit::address_key;
 use crate::mirror::{self, MirroredHost};
 use crate::protocol::{self, Answer, MAX_HOSTS, Params, Shown};
@@ -378,12 +378,7 @@ async fn run_update(
                             Some(HostState::read(row))
                         }
                         Ok(_) => None,
-                        Err(e) => {
-                            if let Some(left_out) = state.verifier_errors.allow() {
-                                tracing::warn!(left_out, "updater: {e}");
-                            }
-                            return Outcome::once(Answer::ServerError);
-                        }
+                        Err(e) => return verifier_failed(state, &e),
                     }
                 }
             }
@@ -391,10 +386,7 @@ async fn run_update(
                 state.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
                 state.metrics.verifications.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = state.verifier.verify(&credentials.password, None).await {
-                    if let Some(left_out) = state.verifier_errors.allow() {
-                        tracing::warn!(left_out, "updater: {e}");
-                    }
-                    return Outcome::once(Answer::ServerError);
+                    return verifier_failed(state, &e);
                 }
                 None
             }
@@ -467,6 +459,15 @@ async fn run_update(
         answers,
         challenge: false,
     }
+}
+
+/// The verifier could not run (no argon2 slot in time): `911`, so the
+/// client retries later, logged at most once per interval.
+fn verifier_failed(state: &State, e: &VerifyError) -> Outcome {
+    if let Some(left_out) = state.verifier_errors.allow() {
+        tracing::warn!(left_out, "updater: {e}");
+    }
+    Outcome::once(Answer::ServerError)
 }
 
 async fn set_txt(state: &State, actor: &Actor, fqdn: &Name, txt: Option<&str>) -> Answer {
