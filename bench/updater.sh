@@ -81,6 +81,7 @@ failed_auth_refill = 1
 host_mirror_max = $HOST_MIRROR_MAX
 # One load generator on one address stands for many routers.
 max_connections_per_address = 1000000
+new_connections_per_address = 0
 
 [database]
 url = "$url"

@@ -235,6 +235,13 @@ pub(crate) struct UpdaterConfig {
     /// Open connections from one client address (IPv6: one /64) at most;
     /// trusted proxies are not limited. 1..=1000000.
     pub(crate) max_connections_per_address: u32,
+    /// New connections from one client address (IPv6: one /64) in a
+    /// burst; more are closed at once. Trusted proxies are not limited.
+    /// 0: no limit. 0..=1000000.
+    pub(crate) new_connections_per_address: u32,
+    /// New connections per second one address regains, up to the burst.
+    /// 0.001..=1000000.
+    pub(crate) new_connections_per_second: f64,
     /// Seconds a client has to send its request headers (and TLS
     /// handshake). 1..=300.
     pub(crate) header_timeout: u64,
@@ -264,6 +271,8 @@ impl Default for UpdaterConfig {
             host_mirror_max: 2_000_000,
             max_connections: 10_000,
             max_connections_per_address: 256,
+            new_connections_per_address: 1000,
+            new_connections_per_second: 100.0,
             header_timeout: 10,
         }
     }
@@ -320,6 +329,18 @@ impl UpdaterConfig {
             1,
             1_000_000,
         )?;
+        range(
+            "new_connections_per_address",
+            self.new_connections_per_address.into(),
+            0,
+            1_000_000,
+        )?;
+        let per_second = self.new_connections_per_second;
+        if !(0.001..=1_000_000.0).contains(&per_second) {
+            return Err(invalid(format!(
+                "updater.new_connections_per_second = {per_second} is outside 0.001..=1000000"
+            )));
+        }
         range("header_timeout", self.header_timeout, 1, 300)?;
         range("tls_check_interval", self.tls_check_interval, 0, 86400)?;
         if self.listen.is_empty() && self.tls_listen.is_empty() {
@@ -827,6 +848,26 @@ mod tests {
         );
         let config = load_str("[updater]\ntls_check_interval = 0\n", &[]).unwrap();
         assert_eq!(config.updater.tls_check_interval, 0);
+        let err = load_str("[updater]\nnew_connections_per_second = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("new_connections_per_second"),
+            "{err}"
+        );
+        let err = load_str("[updater]\nnew_connections_per_second = nan\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("new_connections_per_second"),
+            "{err}"
+        );
+        // Written as an integer or a fraction; 0 connections: no limit.
+        let config = load_str(
+            "[updater]\nnew_connections_per_second = 5\nnew_connections_per_address = 0\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.updater.new_connections_per_second, 5.0);
+        assert_eq!(config.updater.new_connections_per_address, 0);
+        let config = load_str("[updater]\nnew_connections_per_second = 0.25\n", &[]).unwrap();
+        assert_eq!(config.updater.new_connections_per_second, 0.25);
     }
 
     #[test]

@@ -50,6 +50,10 @@ fn updater_config(config: &Config) -> Result<ddserver_updater::Config> {
         host_mirror_max: u.host_mirror_max,
         max_connections: u.max_connections,
         max_connections_per_address: u.max_connections_per_address,
+        new_connections_per_address: (u.new_connections_per_address > 0).then(|| Rate {
+            burst: u.new_connections_per_address,
+            per_token: Duration::from_secs_f64(1.0 / u.new_connections_per_second),
+        }),
         header_timeout: Duration::from_secs(u.header_timeout),
     })
 }

@@ -560,6 +560,45 @@ fn answered(mut stream: std::net::TcpStream) -> bool {
     reply.starts_with(b"HTTP/1.1 200")
 }
 
+/// One client address cannot open new connections faster than
+/// `new_connections_per_address` (a burst) and `new_connections_per_second`
+/// allow: past its burst the next is closed at once and counted, while
+/// other addresses and trusted proxies go on. (127.0.0.1, the harness's own
+/// address for its readiness probes and `/metrics`, is trusted here too.)
+#[test]
+fn new_connections_are_rate_limited_per_client_address() {
+    let scratch = Scratch::sqlite("");
+    scratch.dyndns_fixture(1);
+    scratch.updater_settings(
+        "new_connections_per_address = 3\nnew_connections_per_second = 0.001\n\
+         trusted_proxies = [\"127.0.0.1\", \"127.0.0.3\"]",
+    );
+    let _daemon = scratch.serve();
+    let port = scratch.updater_port;
+    // One at a time, each answered and closed: the open limit never bites.
+    for _ in 0..3 {
+        assert!(answered(connect_from("127.0.0.2", port)));
+    }
+    assert!(!answered(connect_from("127.0.0.2", port)));
+    assert!(answered(connect_from("127.0.0.4", port)));
+    for _ in 0..5 {
+        assert!(answered(connect_from("127.0.0.3", port)));
+    }
+    let metrics = curl(&[], &format!("{}/metrics", scratch.updater_url())).body;
+    assert!(
+        metrics.contains(
+            "ddserver_updater_connections_refused_total{reason=\"new_connections_per_address\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "ddserver_updater_connections_refused_total{reason=\"max_connections_per_address\"} 0\n"
+        ),
+        "{metrics}"
+    );
+}
+
 /// One client address cannot hold more than `max_connections_per_address`
 /// connections: the next is closed at once and counted, other addresses
 /// and trusted proxies go on, and a closed connection frees its place.

@@ -98,6 +98,10 @@ pub struct Config {
     /// Open connections from one client address (IPv6: one /64) at most;
     /// more are closed at once. Trusted proxies are not limited.
     pub max_connections_per_address: u32,
+    /// New connections from one client address (IPv6: one /64): a burst,
+    /// then one per `per_token`; more are closed at once. `None`: no
+    /// limit. Trusted proxies are not limited.
+    pub new_connections_per_address: Option<Rate>,
     /// Time a client has to send a request's headers.
     pub header_timeout: Duration,
 }
@@ -133,6 +137,10 @@ impl Default for Config {
             host_mirror_max: 2_000_000,
             max_connections: 10_000,
             max_connections_per_address: 256,
+            new_connections_per_address: Some(Rate {
+                burst: 1000,
+                per_token: Duration::from_millis(10),
+            }),
             header_timeout: Duration::from_secs(10),
         }
     }
@@ -281,6 +289,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let per_address = limit::ConnectionCounts::new(
         state.config.max_connections_per_address,
+        state.config.new_connections_per_address,
         state.config.trusted_proxies.clone(),
     );
     let mut http = Vec::new();
@@ -442,9 +451,17 @@ async fn accept_loop(
             state.metrics.refused_connections[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         };
-        let Some(slot) = per_address.admit(peer.ip()) else {
-            state.metrics.refused_connections[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            continue;
+        let slot = match per_address.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let reason = match refused {
+                    limit::Refused::Open => 1,
+                    limit::Refused::Rate => 2,
+                };
+                state.metrics.refused_connections[reason]
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();

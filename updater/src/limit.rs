@@ -3,7 +3,7 @@
 //!
 //! Used for failed authentication (per client address and per host) and for
 //! committed changes per host; [`ConnectionCounts`] bounds open connections
-//! per client address. A bucket holds `burst` tokens and regains one
+//! and the rate of new ones per client address. A bucket holds `burst` tokens and regains one
 //! every `per_token`; a full bucket is forgotten, so the map holds only keys
 //! that were active recently. This module must never block on I/O: it is
 //! called on every request, under one short mutex.
@@ -45,7 +45,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         Limiter {
             rate: Rate {
                 burst: rate.burst.max(1),
-                per_token: rate.per_token.max(Duration::from_millis(1)),
+                per_token: rate.per_token.max(Duration::from_micros(1)),
             },
             max_keys: max_keys.max(1),
             buckets: Mutex::new(HashMap::new()),
@@ -114,15 +114,28 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 }
 
 /// Open connections per client address (IPv6: per /64), so that one
-/// source cannot take every one of `max_connections`. Peers that are
-/// trusted proxies are not counted: every client behind them shares their
-/// address. The map holds only addresses with a connection open, at most
-/// `max_connections` of them.
+/// source cannot take every one of `max_connections`, and optionally new
+/// connections per address over time, so that one source reconnecting as
+/// fast as it can (each a TLS handshake of ~0.3 ms of CPU) cannot take the
+/// updater's cores while staying under the open-connection limit. Peers
+/// that are trusted proxies are limited by neither: every client behind
+/// them shares their address. The open map holds only addresses with a
+/// connection open, at most `max_connections` of them.
 #[derive(Debug)]
 pub(crate) struct ConnectionCounts {
     max: u32,
+    rate: Option<Limiter<IpAddr>>,
     exempt: Vec<Network>,
     open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// Why [`ConnectionCounts::admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The address has `max` connections open.
+    Open,
+    /// The address opened its burst of new connections too fast.
+    Rate,
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -133,32 +146,45 @@ pub(crate) struct ConnectionSlot {
     key: Option<IpAddr>,
 }
 
+/// Addresses whose new-connection buckets are remembered at once. A bucket
+/// refills in `per_token` and is forgotten then, so only addresses seen in
+/// the last moments are held.
+const RATE_KEYS: usize = 100_000;
+
 impl ConnectionCounts {
-    pub(crate) fn new(max: u32, exempt: Vec<Network>) -> Arc<ConnectionCounts> {
+    /// At most `max` open connections and, with `rate`, that many new ones
+    /// per address.
+    pub(crate) fn new(max: u32, rate: Option<Rate>, exempt: Vec<Network>) -> Arc<ConnectionCounts> {
         Arc::new(ConnectionCounts {
             max: max.max(1),
+            rate: rate.map(|rate| Limiter::new(rate, RATE_KEYS)),
             exempt,
             open: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A place for a connection from `peer`, or `None` when its address
-    /// already has `max` open.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnectionSlot> {
+    /// A place for a new connection from `peer`, or why not.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<ConnectionSlot, Refused> {
         let peer = proxy::canonical(peer);
         let key = if self.exempt.iter().any(|n| n.contains(peer)) {
             None
         } else {
             let key = address_key(peer);
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            let count = open.entry(key).or_insert(0);
-            if *count >= self.max {
-                return None;
+            let count = open.get(&key).copied().unwrap_or(0);
+            if count >= self.max {
+                return Err(Refused::Open);
             }
-            *count += 1;
+            // A token only for a connection the open limit would admit.
+            if let Some(rate) = &self.rate
+                && rate.take(&key).is_err()
+            {
+                return Err(Refused::Rate);
+            }
+            open.insert(key, count + 1);
             Some(key)
         };
-        Some(ConnectionSlot {
+        Ok(ConnectionSlot {
             counts: self.clone(),
             key,
         })
@@ -202,18 +228,23 @@ mod tests {
     #[test]
     fn connections_are_counted_per_address_and_freed() {
         let proxy: Network = "10.9.0.0/16".parse().unwrap();
-        let counts = ConnectionCounts::new(2, vec![proxy]);
+        let counts = ConnectionCounts::new(2, None, vec![proxy]);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let first = counts.admit(a).unwrap();
         // The same address seen through a dual-stack socket.
         let second = counts.admit("::ffff:192.0.2.1".parse().unwrap()).unwrap();
-        assert!(counts.admit(a).is_none());
+        assert_eq!(counts.admit(a).unwrap_err(), Refused::Open);
         // Other addresses are unaffected; one IPv6 /64 is one client.
         let _other = counts.admit("192.0.2.2".parse().unwrap()).unwrap();
         let _v6 = counts.admit("2001:db8::1".parse().unwrap()).unwrap();
         let _v6b = counts.admit("2001:db8::2".parse().unwrap()).unwrap();
-        assert!(counts.admit("2001:db8::ffff:1".parse().unwrap()).is_none());
-        assert!(counts.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
+        assert_eq!(
+            counts
+                .admit("2001:db8::ffff:1".parse().unwrap())
+                .unwrap_err(),
+            Refused::Open
+        );
+        assert!(counts.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
         // A trusted proxy is never counted.
         let behind: Vec<_> = (0..5)
             .map(|_| counts.admit("10.9.1.1".parse().unwrap()).unwrap())
@@ -226,6 +257,48 @@ mod tests {
             2,
             "192.0.2.2 and 2001:db8::/64 still open"
         );
+    }
+
+    #[test]
+    fn new_connections_are_rate_limited_per_address() {
+        let proxy: Network = "10.9.0.0/16".parse().unwrap();
+        let rate = Rate {
+            burst: 3,
+            per_token: Duration::from_secs(3600),
+        };
+        let counts = ConnectionCounts::new(2, Some(rate), vec![proxy]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        // Closed at once, each: the open limit never bites, the rate does.
+        for _ in 0..3 {
+            drop(counts.admit(a).unwrap());
+        }
+        assert_eq!(counts.admit(a).unwrap_err(), Refused::Rate);
+        assert_eq!(
+            counts
+                .admit("::ffff:192.0.2.1".parse().unwrap())
+                .unwrap_err(),
+            Refused::Rate
+        );
+        // A refused connection holds no place.
+        assert_eq!(counts.addresses(), 0);
+        // Another address has its own bucket; an IPv6 /64 shares one.
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let held = [counts.admit(b).unwrap(), counts.admit(b).unwrap()];
+        // The open limit is checked first and takes no token.
+        assert_eq!(
+            counts.admit("2001:db8::2".parse().unwrap()).unwrap_err(),
+            Refused::Open
+        );
+        drop(held);
+        let _third = counts.admit("2001:db8::3".parse().unwrap()).unwrap();
+        assert_eq!(
+            counts.admit("2001:db8::4".parse().unwrap()).unwrap_err(),
+            Refused::Rate
+        );
+        // A trusted proxy is never limited.
+        for _ in 0..10 {
+            drop(counts.admit("10.9.1.1".parse().unwrap()).unwrap());
+        }
     }
 
     #[test]

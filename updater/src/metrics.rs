@@ -31,14 +31,19 @@ pub(crate) struct Metrics {
     pub(crate) tls_reloads: AtomicU64,
     pub(crate) tls_reload_failures: AtomicU64,
     /// Connections closed at accept: over `max_connections`, over
-    /// `max_connections_per_address` (the order of [`REFUSED_REASONS`]).
-    pub(crate) refused_connections: [AtomicU64; 2],
+    /// `max_connections_per_address`, over `new_connections_per_address`
+    /// (the order of [`REFUSED_REASONS`]).
+    pub(crate) refused_connections: [AtomicU64; 3],
     /// Whether the database answered the last check (`lib::watch_database`).
     pub(crate) database_up: AtomicBool,
 }
 
 /// The `reason` labels of `ddserver_updater_connections_refused_total`.
-const REFUSED_REASONS: [&str; 2] = ["max_connections", "max_connections_per_address"];
+const REFUSED_REASONS: [&str; 3] = [
+    "max_connections",
+    "max_connections_per_address",
+    "new_connections_per_address",
+];
 
 impl Metrics {
     pub(crate) fn answer(&self, answer: &Answer) {
