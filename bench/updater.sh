@@ -16,8 +16,10 @@
 # so every request reads its host's row as before the mirror), MODES (which
 # runs, in order; default "http empty nochg flood change wrong served";
 # also "tls", "fresh", "fresh_tls": nochg over https, and on a new
-# connection per request over http and https), PERF
-# (a directory: profile the server during each measured mode).
+# connection per request over http and https), PACE_MS (each connection
+# waits that long after each answer: a paced load of about
+# CONNS * 1000 / PACE_MS requests/s instead of as many as wrk can send),
+# PERF (a directory: profile the server during each measured mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ddserver}

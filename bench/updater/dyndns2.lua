@@ -7,6 +7,9 @@
 -- answered without any of the update's own: the floor that nochg is
 -- compared with). Each wrk thread owns the hosts with
 -- index = thread id (mod THREADS), so two threads never race on one host.
+-- PACE_MS > 0: each connection waits that long after each answer, as routers
+-- do not send back to back; the load is then set by CONNS / PACE_MS, and the
+-- server's CPU per answer at that load is the measure.
 local mode = os.getenv("MODE") or "nochg"
 local hosts = tonumber(os.getenv("HOSTS") or "1000")
 local nthreads = tonumber(os.getenv("THREADS") or "2")
@@ -35,6 +38,13 @@ function init(args)
       wrk.headers["Authorization"] = "Basic " .. wrong
    else
       wrk.headers["Authorization"] = "Basic " .. auth
+   end
+end
+
+local pace = tonumber(os.getenv("PACE_MS") or "0")
+if pace > 0 then
+   function delay()
+      return pace
    end
 end
 
