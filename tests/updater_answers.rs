@@ -573,7 +573,7 @@ fn new_connections_are_rate_limited_per_client_address() {
         "new_connections_per_address = 3\nnew_connections_per_second = 0.001\n\
          trusted_proxies = [\"127.0.0.1\", \"127.0.0.3\"]",
     );
-    let _daemon = scratch.serve();
+    let daemon = scratch.serve();
     let port = scratch.updater_port;
     // One at a time, each answered and closed: the open limit never bites.
     for _ in 0..3 {
@@ -597,6 +597,10 @@ fn new_connections_are_rate_limited_per_client_address() {
         ),
         "{metrics}"
     );
+    // The operator learns who was refused and why.
+    daemon.wait_for_output(
+        "updater: connection refused: over new_connections_per_address left_out=0 client=127.0.0.2",
+    );
 }
 
 /// One client address cannot hold more than `max_connections_per_address`
@@ -607,7 +611,7 @@ fn connections_are_limited_per_client_address() {
     let scratch = Scratch::sqlite("");
     scratch.dyndns_fixture(1);
     scratch.updater_settings("max_connections_per_address = 2\ntrusted_proxies = \"127.0.0.3\"");
-    let _daemon = scratch.serve();
+    let daemon = scratch.serve();
     let port = scratch.updater_port;
     // wait_for_tcp's probe has come and gone; hold two from 127.0.0.2.
     let held = [
@@ -630,6 +634,9 @@ fn connections_are_limited_per_client_address() {
             "ddserver_updater_connections_refused_total{reason=\"max_connections_per_address\"} 1\n"
         ),
         "{metrics}"
+    );
+    daemon.wait_for_output(
+        "updater: connection refused: over max_connections_per_address left_out=0 client=127.0.0.2",
     );
     drop(held);
     // The server sees the close when it next reads; give it a moment.

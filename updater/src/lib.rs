@@ -184,6 +184,8 @@ pub(crate) struct State {
     pub(crate) database_errors: throttle::LogThrottle,
     /// Per-request verifier failures (no argon2 slot in time): likewise.
     pub(crate) verifier_errors: throttle::LogThrottle,
+    /// Connections refused at accept: likewise.
+    pub(crate) connection_refusals: throttle::LogThrottle,
 }
 
 /// How often a failure that every request repeats is logged at most.
@@ -284,6 +286,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
         config,
         database_errors: throttle::LogThrottle::new(REPEATED_ERROR_LOG),
         verifier_errors: throttle::LogThrottle::new(REPEATED_ERROR_LOG),
+        connection_refusals: throttle::LogThrottle::new(REPEATED_ERROR_LOG),
     });
     let graceful = Arc::new(GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
@@ -446,20 +449,33 @@ async fn accept_loop(
                 }
             },
         };
-        // Over either limit: closed at once by dropping the stream.
+        // Over a limit: closed at once by dropping the stream, counted, and
+        // logged at most once per interval (with the number left out), so
+        // that an operator can tell who is refused and why.
+        let refuse = |reason: usize| {
+            state.metrics.refused_connections[reason]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(left_out) = state.connection_refusals.allow() {
+                tracing::warn!(
+                    left_out,
+                    client = %peer.ip(),
+                    "updater: connection refused: over {}",
+                    metrics::REFUSED_REASONS[reason]
+                );
+            }
+        };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            state.metrics.refused_connections[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            refuse(0);
             continue;
         };
         let slot = match per_address.admit(peer.ip()) {
             Ok(slot) => slot,
-            Err(refused) => {
-                let reason = match refused {
-                    limit::Refused::Open => 1,
-                    limit::Refused::Rate => 2,
-                };
-                state.metrics.refused_connections[reason]
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(limit::Refused::Open) => {
+                refuse(1);
+                continue;
+            }
+            Err(limit::Refused::Rate) => {
+                refuse(2);
                 continue;
             }
         };

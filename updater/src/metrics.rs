@@ -39,7 +39,7 @@ pub(crate) struct Metrics {
 }
 
 /// The `reason` labels of `ddserver_updater_connections_refused_total`.
-const REFUSED_REASONS: [&str; 3] = [
+pub(crate) const REFUSED_REASONS: [&str; 3] = [
     "max_connections",
     "max_connections_per_address",
     "new_connections_per_address",
