@@ -599,7 +599,8 @@ fn new_connections_are_rate_limited_per_client_address() {
     );
     // The operator learns who was refused and why.
     daemon.wait_for_output(
-        "updater: connection refused: over new_connections_per_address left_out=0 client=127.0.0.2",
+        "updater: connection refused: over new_connections_per_address (a proxy or load balancer at this \
+         address? list it in updater.trusted_proxies) left_out=0 client=127.0.0.2",
     );
 }
 
@@ -636,7 +637,8 @@ fn connections_are_limited_per_client_address() {
         "{metrics}"
     );
     daemon.wait_for_output(
-        "updater: connection refused: over max_connections_per_address left_out=0 client=127.0.0.2",
+        "updater: connection refused: over max_connections_per_address (a proxy or load balancer at this \
+         address? list it in updater.trusted_proxies) left_out=0 client=127.0.0.2",
     );
     drop(held);
     // The server sees the close when it next reads; give it a moment.

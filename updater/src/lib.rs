@@ -456,10 +456,17 @@ async fn accept_loop(
             state.metrics.refused_connections[reason]
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(left_out) = state.connection_refusals.allow() {
+                // Behind an unlisted load balancer every router shares one
+                // address, and the per-address limits refuse them all.
+                let hint = if reason == 0 {
+                    ""
+                } else {
+                    " (a proxy or load balancer at this address? list it in updater.trusted_proxies)"
+                };
                 tracing::warn!(
                     left_out,
                     client = %peer.ip(),
-                    "updater: connection refused: over {}",
+                    "updater: connection refused: over {}{hint}",
                     metrics::REFUSED_REASONS[reason]
                 );
             }
