@@ -1,11 +1,12 @@
 //! Token-bucket rate limits, keyed by client address or host name, bounded
 //! in memory.
 //!
-//! Used for failed authentication (per client address and per host) and for
-//! committed changes per host; [`ConnectionCounts`] bounds open connections
-//! and the rate of new ones per client address. A bucket holds `burst` tokens and regains one
-//! every `per_token`; a full bucket is forgotten, so the map holds only keys
-//! that were active recently. This module must never block on I/O: it is
+//! Used for failed authentication (per client address and per host), for
+//! committed changes per host and for new connections per client address;
+//! [`ConnectionCounts`] also bounds open connections per client address. A
+//! bucket holds `burst` tokens and regains one every `per_token`; full
+//! buckets are forgotten when the map needs room, so it holds at most
+//! `max_keys` keys, those limited now first. This module must never block on I/O: it is
 //! called on every request, under one short mutex.
 
 use std::collections::HashMap;
@@ -146,9 +147,10 @@ pub(crate) struct ConnectionSlot {
     key: Option<IpAddr>,
 }
 
-/// Addresses whose new-connection buckets are remembered at once. A bucket
-/// refills in `per_token` and is forgotten then, so only addresses seen in
-/// the last moments are held.
+/// New-connection buckets kept at once (about 5 MB). Full buckets make
+/// room when the map is full, and at the default rate a bucket is full
+/// again 10 ms after its last connection, so only a source pool opening
+/// millions of connections a second could keep the map full.
 const RATE_KEYS: usize = 100_000;
 
 impl ConnectionCounts {
