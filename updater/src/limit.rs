@@ -147,7 +147,7 @@ pub(crate) struct ConnectionSlot {
     key: Option<IpAddr>,
 }
 
-/// New-connection buckets kept at once (about 5 MB). Full buckets make
+/// New-connection buckets kept at once (about 6 MB). Full buckets make
 /// room when the map is full, and at the default rate a bucket is full
 /// again 10 ms after its last connection, so only a source pool opening
 /// millions of connections a second could keep the map full.
