@@ -560,6 +560,22 @@ fn answered(mut stream: std::net::TcpStream) -> bool {
     reply.starts_with(b"HTTP/1.1 200")
 }
 
+/// `/metrics` counted `count` connections refused for `reason`.
+fn assert_refused(metrics: &str, reason: &str, count: u64) {
+    let line =
+        format!("ddserver_updater_connections_refused_total{{reason=\"{reason}\"}} {count}\n");
+    assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+}
+
+/// The log names the refused client (127.0.0.2), the reason, and the fix
+/// for an unlisted proxy.
+fn assert_refusal_logged(daemon: &Daemon, reason: &str) {
+    daemon.wait_for_output(&format!(
+        "updater: connection refused: over {reason} (a proxy or load balancer at this \
+         address? list it in updater.trusted_proxies) left_out=0 client=127.0.0.2"
+    ));
+}
+
 /// One client address cannot open new connections faster than
 /// `new_connections_per_address` (a burst) and `new_connections_per_second`
 /// allow: past its burst the next is closed at once and counted, while
@@ -585,23 +601,10 @@ fn new_connections_are_rate_limited_per_client_address() {
         assert!(answered(connect_from("127.0.0.3", port)));
     }
     let metrics = curl(&[], &format!("{}/metrics", scratch.updater_url())).body;
-    assert!(
-        metrics.contains(
-            "ddserver_updater_connections_refused_total{reason=\"new_connections_per_address\"} 1\n"
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            "ddserver_updater_connections_refused_total{reason=\"max_connections_per_address\"} 0\n"
-        ),
-        "{metrics}"
-    );
+    assert_refused(&metrics, "new_connections_per_address", 1);
+    assert_refused(&metrics, "max_connections_per_address", 0);
     // The operator learns who was refused and why.
-    daemon.wait_for_output(
-        "updater: connection refused: over new_connections_per_address (a proxy or load balancer at this \
-         address? list it in updater.trusted_proxies) left_out=0 client=127.0.0.2",
-    );
+    assert_refusal_logged(&daemon, "new_connections_per_address");
 }
 
 /// One client address cannot hold more than `max_connections_per_address`
@@ -630,16 +633,8 @@ fn connections_are_limited_per_client_address() {
         assert!(answered(stream.try_clone().unwrap()));
     }
     let metrics = curl(&[], &format!("{}/metrics", scratch.updater_url())).body;
-    assert!(
-        metrics.contains(
-            "ddserver_updater_connections_refused_total{reason=\"max_connections_per_address\"} 1\n"
-        ),
-        "{metrics}"
-    );
-    daemon.wait_for_output(
-        "updater: connection refused: over max_connections_per_address (a proxy or load balancer at this \
-         address? list it in updater.trusted_proxies) left_out=0 client=127.0.0.2",
-    );
+    assert_refused(&metrics, "max_connections_per_address", 1);
+    assert_refusal_logged(&daemon, "max_connections_per_address");
     drop(held);
     // The server sees the close when it next reads; give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
