@@ -198,7 +198,11 @@ const REPEATED_ERROR_LOG: Duration = Duration::from_secs(10);
 /// pin gigabytes. POST bodies are bounded apart (`service::MAX_BODY`).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// Rate-limit buckets kept at most per limiter.
+/// Rate-limit buckets kept at most per limiter (about 6 MB for the
+/// new-connection limiter's address keys). Full buckets make room when the
+/// map is full; a new-connection bucket is full again 10 ms after its last
+/// connection at the default rate, so only sources opening millions of
+/// connections a second could keep that map full.
 const MAX_LIMITER_KEYS: usize = 100_000;
 
 /// A running updater.
@@ -292,7 +296,10 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let per_address = limit::ConnectionCounts::new(
         state.config.max_connections_per_address,
-        state.config.new_connections_per_address,
+        state
+            .config
+            .new_connections_per_address
+            .map(|rate| limit::Limiter::new(rate, MAX_LIMITER_KEYS)),
         state.config.trusted_proxies.clone(),
     );
     let mut http = Vec::new();

@@ -147,19 +147,17 @@ pub(crate) struct ConnectionSlot {
     key: Option<IpAddr>,
 }
 
-/// New-connection buckets kept at once (about 6 MB). Full buckets make
-/// room when the map is full, and at the default rate a bucket is full
-/// again 10 ms after its last connection, so only a source pool opening
-/// millions of connections a second could keep the map full.
-const RATE_KEYS: usize = 100_000;
-
 impl ConnectionCounts {
-    /// At most `max` open connections and, with `rate`, that many new ones
-    /// per address.
-    pub(crate) fn new(max: u32, rate: Option<Rate>, exempt: Vec<Network>) -> Arc<ConnectionCounts> {
+    /// At most `max` open connections and, with `rate`, only as many new
+    /// ones per address as it allows.
+    pub(crate) fn new(
+        max: u32,
+        rate: Option<Limiter<IpAddr>>,
+        exempt: Vec<Network>,
+    ) -> Arc<ConnectionCounts> {
         Arc::new(ConnectionCounts {
             max: max.max(1),
-            rate: rate.map(|rate| Limiter::new(rate, RATE_KEYS)),
+            rate,
             exempt,
             open: Mutex::new(HashMap::new()),
         })
@@ -268,7 +266,7 @@ mod tests {
             burst: 3,
             per_token: Duration::from_secs(3600),
         };
-        let counts = ConnectionCounts::new(2, Some(rate), vec![proxy]);
+        let counts = ConnectionCounts::new(2, Some(Limiter::new(rate, 100)), vec![proxy]);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         // Closed at once, each: the open limit never bites, the rate does.
         for _ in 0..3 {
