@@ -459,37 +459,32 @@ async fn accept_loop(
         // Over a limit: closed at once by dropping the stream, counted, and
         // logged at most once per interval (with the number left out), so
         // that an operator can tell who is refused and why.
-        let refuse = |reason: usize| {
-            state.metrics.refused_connections[reason]
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let refuse = |refused: limit::Refused| {
+            state.metrics.refused(refused);
             if let Some(left_out) = state.connection_refusals.allow() {
                 // Behind an unlisted load balancer every router shares one
                 // address, and the per-address limits refuse them all.
-                let hint = if reason == 0 {
-                    ""
-                } else {
+                let hint = if refused.per_address() {
                     " (a proxy or load balancer at this address? list it in updater.trusted_proxies)"
+                } else {
+                    ""
                 };
                 tracing::warn!(
                     left_out,
                     client = %peer.ip(),
                     "updater: connection refused: over {}{hint}",
-                    metrics::REFUSED_REASONS[reason]
+                    refused.setting()
                 );
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            refuse(0);
+            refuse(limit::Refused::Full);
             continue;
         };
         let slot = match per_address.admit(peer.ip()) {
             Ok(slot) => slot,
-            Err(limit::Refused::Open) => {
-                refuse(1);
-                continue;
-            }
-            Err(limit::Refused::Rate) => {
-                refuse(2);
+            Err(refused) => {
+                refuse(refused);
                 continue;
             }
         };

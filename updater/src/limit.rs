@@ -130,13 +130,42 @@ pub(crate) struct ConnectionCounts {
     open: Mutex<HashMap<IpAddr, u32>>,
 }
 
-/// Why [`ConnectionCounts::admit`] refused a connection.
+/// Why a connection was closed at accept: [`Refused::Full`] from the
+/// accept loop's `max_connections`, the others from
+/// [`ConnectionCounts::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
+    /// Every one of `max_connections` is taken.
+    Full,
     /// The address has `max` connections open.
     Open,
     /// The address opened its burst of new connections too fast.
     Rate,
+}
+
+impl Refused {
+    /// Every reason, in the order of [`Refused::index`].
+    pub(crate) const ALL: [Refused; 3] = [Refused::Full, Refused::Open, Refused::Rate];
+
+    /// Its place in [`Refused::ALL`] (and in the metrics' counters).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The setting that refused: the `reason` label in `/metrics`.
+    pub(crate) fn setting(self) -> &'static str {
+        match self {
+            Refused::Full => "max_connections",
+            Refused::Open => "max_connections_per_address",
+            Refused::Rate => "new_connections_per_address",
+        }
+    }
+
+    /// Whether a per-address limit refused (which an unlisted proxy in
+    /// front of every router would trip).
+    pub(crate) fn per_address(self) -> bool {
+        self != Refused::Full
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
@@ -257,6 +286,13 @@ mod tests {
             2,
             "192.0.2.2 and 2001:db8::/64 still open"
         );
+    }
+
+    #[test]
+    fn refusal_reasons_are_listed_in_index_order() {
+        for (i, refused) in Refused::ALL.into_iter().enumerate() {
+            assert_eq!(refused.index(), i, "{refused:?}");
+        }
     }
 
     #[test]

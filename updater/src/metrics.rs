@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::limit::Refused;
 use crate::mirror::Mirror;
 use crate::protocol::Answer;
 
@@ -30,22 +31,18 @@ pub(crate) struct Metrics {
     pub(crate) mirror_hits: AtomicU64,
     pub(crate) tls_reloads: AtomicU64,
     pub(crate) tls_reload_failures: AtomicU64,
-    /// Connections closed at accept: over `max_connections`, over
-    /// `max_connections_per_address`, over `new_connections_per_address`
-    /// (the order of [`REFUSED_REASONS`]).
-    pub(crate) refused_connections: [AtomicU64; 3],
+    /// Connections closed at accept, by [`Refused::index`].
+    refused_connections: [AtomicU64; Refused::ALL.len()],
     /// Whether the database answered the last check (`lib::watch_database`).
     pub(crate) database_up: AtomicBool,
 }
 
-/// The `reason` labels of `ddserver_updater_connections_refused_total`.
-pub(crate) const REFUSED_REASONS: [&str; 3] = [
-    "max_connections",
-    "max_connections_per_address",
-    "new_connections_per_address",
-];
-
 impl Metrics {
+    /// One connection closed at accept.
+    pub(crate) fn refused(&self, refused: Refused) {
+        self.refused_connections[refused.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn answer(&self, answer: &Answer) {
         let code = answer.code();
         if let Some(i) = Answer::CODES.iter().position(|c| *c == code) {
@@ -153,11 +150,12 @@ impl Metrics {
             "# HELP ddserver_updater_connections_refused_total Connections closed at once, by the limit they were over.\n\
              # TYPE ddserver_updater_connections_refused_total counter\n",
         );
-        for (reason, counter) in REFUSED_REASONS.iter().zip(&self.refused_connections) {
+        for refused in Refused::ALL {
             let _ = writeln!(
                 out,
-                "ddserver_updater_connections_refused_total{{reason=\"{reason}\"}} {}",
-                counter.load(Ordering::Relaxed)
+                "ddserver_updater_connections_refused_total{{reason=\"{}\"}} {}",
+                refused.setting(),
+                self.refused_connections[refused.index()].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(
