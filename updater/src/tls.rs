@@ -150,20 +150,12 @@ impl Certificates {
     pub(crate) fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|source| self.config_error(source))?
+            .map_err(|source| config_error(&self.cert, &self.key, source))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         // dyndns2 is HTTP/1.x; advertise only that (RFC 7301).
         config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
-    }
-
-    fn config_error(&self, source: rustls::Error) -> TlsError {
-        TlsError::Config {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            source,
-        }
     }
 }
 
@@ -195,11 +187,17 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         reason: e.to_string(),
     })?;
     // Parses the key and compares its public half with the certificate's.
-    CertifiedKey::from_der(chain, private_key, provider).map_err(|source| TlsError::Config {
+    CertifiedKey::from_der(chain, private_key, provider)
+        .map_err(|source| config_error(cert, key, source))
+}
+
+/// rustls refused the pair or the configuration built on it.
+fn config_error(cert: &Path, key: &Path, source: rustls::Error) -> TlsError {
+    TlsError::Config {
         cert: cert.to_owned(),
         key: key.to_owned(),
         source,
-    })
+    }
 }
 
 #[cfg(test)]
