@@ -478,16 +478,6 @@ fn eventually(what: impl Fn() -> bool) -> bool {
     false
 }
 
-/// One line of the updater's `/metrics`, by name.
-fn metric(scratch: &Scratch, name: &str) -> u64 {
-    let reply = curl(&[], &format!("{}/metrics", scratch.updater_url()));
-    reply
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{}", reply.body))
-}
-
 /// A renewed certificate is served after SIGHUP (systemd's `reload`),
 /// with no restart; a pair whose key does not match is refused and the one
 /// in service stays. With `tls_check_interval = 0` nothing is loaded
@@ -517,13 +507,19 @@ fn a_renewed_certificate_is_served_after_sighup_and_a_broken_pair_is_refused() {
         daemon.output()
     );
     assert!(!served_with(&first, tls_port));
-    assert_eq!(metric(&scratch, "ddserver_updater_tls_reloads_total"), 1);
+    assert_eq!(
+        metric_at(&scratch.updater_url(), "ddserver_updater_tls_reloads_total"),
+        1.0
+    );
 
     // A certificate without its key: refused, the renewed pair stays.
     std::fs::copy(&other_cert, &cert).unwrap();
     daemon.hangup();
     assert!(
-        eventually(|| metric(&scratch, "ddserver_updater_tls_reload_failures_total") == 1),
+        eventually(|| metric_at(
+            &scratch.updater_url(),
+            "ddserver_updater_tls_reload_failures_total"
+        ) == 1.0),
         "{}",
         daemon.output()
     );
@@ -565,10 +561,16 @@ fn a_renewed_certificate_is_served_without_a_signal() {
         daemon.output()
     );
     assert!(!served_with(&first_cert, tls_port));
-    assert_eq!(metric(&scratch, "ddserver_updater_tls_reloads_total"), 1);
     assert_eq!(
-        metric(&scratch, "ddserver_updater_tls_reload_failures_total"),
-        0
+        metric_at(&scratch.updater_url(), "ddserver_updater_tls_reloads_total"),
+        1.0
+    );
+    assert_eq!(
+        metric_at(
+            &scratch.updater_url(),
+            "ddserver_updater_tls_reload_failures_total"
+        ),
+        0.0
     );
 }
 

@@ -14,7 +14,7 @@ mod feed_harness;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, HttpReply, curl, free_port, wait_for_tcp};
+use common::{Daemon, HttpReply, curl, free_port, metric_at, wait_for_tcp};
 use feed_harness::{Backend, Setup, ZONE, wait_for};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -29,22 +29,12 @@ fn update(base: &str, auth: &str, query: &str) -> HttpReply {
     )
 }
 
-fn metric(base: &str, name: &str) -> f64 {
-    let reply = curl(&[], &format!("{base}/metrics"));
-    reply
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 fn mirror_hits(base: &str) -> f64 {
-    metric(base, "ddserver_updater_mirror_hits_total")
+    metric_at(base, "ddserver_updater_mirror_hits_total")
 }
 
 fn commit_batches(base: &str) -> f64 {
-    metric(base, "ddserver_updater_commit_batches_total")
+    metric_at(base, "ddserver_updater_commit_batches_total")
 }
 
 /// Repeats an unchanged update until one is answered from the mirror alone
@@ -82,20 +72,20 @@ fn unchanged_updates_wait_for_polls_only_where_needed(
 ) {
     let counter = "ddserver_updater_mirror_fresh_at_once_total";
     let (at_once, polls) = (
-        metric(base, counter),
-        metric(base, "ddserver_updater_mirror_polls_total"),
+        metric_at(base, counter),
+        metric_at(base, "ddserver_updater_mirror_polls_total"),
     );
     for _ in 0..5 {
         let reply = update(base, auth, &format!("hostname={host}&myip={ip}"));
         assert_eq!(reply.body, format!("nochg {ip}\n"));
     }
-    let gained = metric(base, counter) - at_once;
+    let gained = metric_at(base, counter) - at_once;
     match backend {
         // The batched last-seen write may commit once in between.
         Backend::Sqlite => assert!(gained >= 4.0, "only {gained} of 5 answered at once"),
         Backend::MariaDb => {
             assert_eq!(gained, 0.0);
-            assert!(metric(base, "ddserver_updater_mirror_polls_total") >= polls + 5.0);
+            assert!(metric_at(base, "ddserver_updater_mirror_polls_total") >= polls + 5.0);
         }
     }
 }
@@ -223,7 +213,7 @@ fn nochg_after_restart(backend: Backend) {
     let reply = update(&a, &auth, &format!("hostname={h0}&myip=192.0.2.0"));
     assert_eq!(reply.body, "good 192.0.2.0\n");
     nochg_from_mirror(&a, &auth, &h0, "192.0.2.0");
-    assert!(metric(&a, "ddserver_updater_mirror_hosts") >= 1.0);
+    assert!(metric_at(&a, "ddserver_updater_mirror_hosts") >= 1.0);
 
     // A host added elsewhere is learnt; its zone removed elsewhere (one
     // `ZoneRemoved` entry for every name in it) drops it.
@@ -267,5 +257,5 @@ fn without_the_mirror_answers_are_the_same() {
     let reply = update(&a, &auth, &format!("hostname={h0}&myip=192.0.2.0"));
     assert_eq!(reply.status, 401);
     assert_eq!(mirror_hits(&a), 0.0);
-    assert_eq!(metric(&a, "ddserver_updater_mirror_hosts"), 0.0);
+    assert_eq!(metric_at(&a, "ddserver_updater_mirror_hosts"), 0.0);
 }

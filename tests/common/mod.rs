@@ -468,6 +468,23 @@ pub fn curl(args: &[&str], url: &str) -> HttpReply {
     }
 }
 
+/// The value of the unlabelled metric `name` in `BASE/metrics` (a
+/// Prometheus text page); fails the test when it is not there.
+pub fn metric_at(base: &str, name: &str) -> f64 {
+    let reply = curl(&[], &format!("{base}/metrics"));
+    reply
+        .body
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in {base}/metrics:\n{}", reply.body))
+}
+
 /// Waits until the daemon's output contains `needle` (start-up messages are
 /// printed just after the sockets are bound, so a connect can win the race).
 pub fn wait_for_output(daemon: &Daemon, needle: &str, timeout: Duration) {
