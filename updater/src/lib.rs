@@ -264,6 +264,7 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
     let mirror_task = mirror.clone().start(store.clone(), stopped.clone());
     let database_watcher = tokio::spawn(watch_database(
         store.clone(),
+        mirror.clone(),
         metrics.clone(),
         stopped.clone(),
     ));
@@ -341,25 +342,36 @@ pub async fn start(config: Config, store: Store) -> Result<Updater, StartError> 
 const DATABASE_CHECK: Duration = Duration::from_secs(1);
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks the database for its newest change-log serial every second (one
-/// indexed read) for `/readyz` and `ddserver_updater_database_up`, and logs
-/// when it stops and starts answering, until `stop`.
+/// Finds out every second whether the database answers, for `/readyz` and
+/// `ddserver_updater_database_up`, and logs when it stops and starts
+/// answering, until `stop`. A change-log poll of the host mirror that
+/// succeeded since the last check is the answer (the mirror polls at least
+/// once a second while it runs); else it asks for the newest change-log
+/// serial itself (one indexed read).
 async fn watch_database(
     store: Store,
+    mirror: Arc<mirror::Mirror>,
     metrics: Arc<metrics::Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     use std::sync::atomic::Ordering;
+    let mut polls_ok = mirror.polls_ok();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(DATABASE_CHECK) => {}
         }
-        let checked = tokio::select! {
-            _ = stop.changed() => return,
-            checked = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, store.latest_serial()) => checked,
+        let polled = mirror.polls_ok();
+        let up = if polled != polls_ok {
+            polls_ok = polled;
+            true
+        } else {
+            let checked = tokio::select! {
+                _ = stop.changed() => return,
+                checked = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, store.latest_serial()) => checked,
+            };
+            matches!(checked, Ok(Ok(_)))
         };
-        let up = matches!(checked, Ok(Ok(_)));
         let was = metrics.database_up.swap(up, Ordering::Relaxed);
         if was && !up {
             tracing::warn!("updater: the database does not answer; /readyz says so until it does");

@@ -150,6 +150,8 @@ pub(crate) struct Mirror {
     finished: watch::Sender<Finished>,
     wake: Notify,
     polls: AtomicU64,
+    /// Polls that brought the mirror up to date: each is a database answer.
+    polls_ok: AtomicU64,
     /// SQLite files: the database's commit marks (set once by the poller).
     probe: OnceLock<CommitProbe>,
     /// The mark read before the last poll that brought the mirror up to
@@ -187,6 +189,7 @@ impl Mirror {
             finished: watch::channel(Finished { poll: 0, ok: false }).0,
             wake: Notify::new(),
             polls: AtomicU64::new(0),
+            polls_ok: AtomicU64::new(0),
             probe: OnceLock::new(),
             fresh_mark: RwLock::new(None),
             probe_retired: AtomicBool::new(false),
@@ -202,6 +205,12 @@ impl Mirror {
     /// Change-log polls run so far.
     pub(crate) fn polls(&self) -> u64 {
         self.polls.load(Ordering::Relaxed)
+    }
+
+    /// Polls so far that brought the mirror up to date (each one a query
+    /// the database answered).
+    pub(crate) fn polls_ok(&self) -> u64 {
+        self.polls_ok.load(Ordering::Relaxed)
     }
 
     /// Requests found fresh by the commit mark, without waiting for a poll.
@@ -405,6 +414,7 @@ impl Mirror {
                     }
                     failing = false;
                     self.set_fresh_mark(mark);
+                    self.polls_ok.fetch_add(1, Ordering::Relaxed);
                     true
                 }
                 Ok(None) => {
