@@ -142,6 +142,11 @@ run_wrk() { # MODE THREADS [SECONDS [URL]]
 # does not change the way it changes answers/s.
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
+# DB=mariadb: the database server's CPU too (it runs on the same cores), so
+# that work moved from the updater into queries is not hidden.
+db_pid=
+[ "$DB" = mariadb ] && db_pid=$(pgrep -x -o mariadbd || true)
+db_ticks() { if [ -n "$db_pid" ]; then awk '{print $14 + $15}' "/proc/$db_pid/stat"; else echo 0; fi; }
 # PERF=DIR: also record the server with `perf record -g` during each
 # measured mode, into DIR/MODE.perf (the profile behind the CPU per answer).
 profile() { # MODE: starts perf on the server for the next DURATION seconds
@@ -152,16 +157,22 @@ profile() { # MODE: starts perf on the server for the next DURATION seconds
 measured() { # MODE COMMAND...: runs COMMAND (a wrk run), prints its summary
     # and the server's CPU per answer (answers counted by the Lua script,
     # else wrk's request count)
-    local mode=$1 before after out answers
+    local mode=$1 before after db_before db_after out answers
     shift
     profile "$mode"
     before=$(ticks)
+    db_before=$(db_ticks)
     out=$("$@")
     after=$(ticks)
+    db_after=$(db_ticks)
     echo "$out" | grep -E '^(answers|latency|Requests/sec)'
     answers=$(echo "$out" | awk '/^answers/ {n += $3} /requests in/ {r = $1} END {print (n > 0 ? n : r) + 0}')
     [ "$answers" -gt 0 ] && awk -v t=$((after - before)) -v hz="$hz" -v n="$answers" \
         'BEGIN {printf "server CPU per answer: %.1f us\n", t / hz * 1e6 / n}'
+    if [ "$answers" -gt 0 ] && [ -n "$db_pid" ]; then
+        awk -v t=$((db_after - db_before)) -v hz="$hz" -v n="$answers" \
+            'BEGIN {printf "database CPU per answer: %.1f us\n", t / hz * 1e6 / n}'
+    fi
 }
 # Default order: nochg and the flood first, since `change` moves every host
 # away from 192.0.2.1. `http`: /healthz through the same wrk, the ceiling
