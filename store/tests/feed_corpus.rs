@@ -4,7 +4,8 @@
 //! Then mutates the seeds (a fixed-seed PRNG: bit flips, truncations,
 //! insertions, splices) for a few hundred thousand more inputs.
 
-use std::path::PathBuf;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
 use ddserver_store::feed::{FrameError, decode_frame, encode_frame};
 
@@ -35,20 +36,7 @@ fn check(data: &[u8]) -> Vec<Result<usize, FrameError>> {
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/feed_frame");
-    let mut seeds: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (
-                entry.file_name().to_string_lossy().into_owned(),
-                std::fs::read(entry.path()).unwrap(),
-            )
-        })
-        .collect();
-    seeds.sort();
-    assert!(seeds.len() >= 10, "the corpus is committed");
-    seeds
+    replay::corpus("feed_frame", 10)
 }
 
 #[test]
@@ -81,34 +69,7 @@ fn corpus_replays_with_the_expected_outcomes() {
 #[test]
 fn mutated_corpus_never_panics() {
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, b)| b).collect();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        // xorshift64*: deterministic, so a failure reproduces.
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    for _ in 0..300_000 {
-        let mut input = seeds[next() as usize % seeds.len()].clone();
-        for _ in 0..1 + next() % 4 {
-            let at = if input.is_empty() {
-                0
-            } else {
-                next() as usize % input.len()
-            };
-            match next() % 5 {
-                0 if !input.is_empty() => input[at] ^= 1 << (next() % 8),
-                1 if !input.is_empty() => input[at] = next() as u8,
-                2 => input.truncate(at),
-                3 => input.insert(at, next() as u8),
-                _ => {
-                    let other = &seeds[next() as usize % seeds.len()];
-                    let from = next() as usize % (other.len() + 1);
-                    input.splice(at..at, other[from..].iter().copied());
-                }
-            }
-        }
-        check(&input);
-    }
+    replay::mutants(&seeds, 300_000, |input| {
+        check(input);
+    });
 }

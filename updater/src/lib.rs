@@ -23,6 +23,8 @@
 //! - `tls`, `metrics`; this file: configuration, listeners, shutdown.
 
 mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limit;
 mod metrics;
 mod mirror;

@@ -123,35 +123,80 @@ impl Outcome {
     }
 }
 
+/// What an update request says, read from its untrusted parts without any
+/// I/O (the fuzz target `update_request` drives exactly this).
+pub(crate) struct UpdateRequest {
+    /// The client: the peer, or the address a trusted proxy forwarded.
+    pub(crate) client: IpAddr,
+    /// The User-Agent, trimmed; empty when absent or not visible ASCII.
+    pub(crate) agent: String,
+    /// HTTP Basic credentials, else `username=`/`password=`.
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) params: Params,
+}
+
+impl UpdateRequest {
+    /// Reads the headers, the query string and a form body (POST).
+    pub(crate) fn read(
+        peer: IpAddr,
+        headers: &hyper::HeaderMap,
+        query: &[u8],
+        body: &[u8],
+        trusted_proxies: &[proxy::Network],
+    ) -> UpdateRequest {
+        let client = proxy::client_address(peer, headers, trusted_proxies);
+        let agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query)
+            .chain(form_urlencoded::parse(body))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let params = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let credentials = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| auth::parse_basic(v.as_bytes()))
+            .or_else(|| match (&params.username, &params.password) {
+                (Some(user), Some(password)) if !user.is_empty() => Some(Credentials {
+                    user: user.clone(),
+                    password: password.clone(),
+                }),
+                _ => None,
+            });
+        UpdateRequest {
+            client,
+            agent,
+            credentials,
+            params,
+        }
+    }
+}
+
 async fn update(
     state: &State,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let client = proxy::client_address(peer.ip(), request.headers(), &state.config.trusted_proxies);
-    let agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    let basic = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| auth::parse_basic(v.as_bytes()));
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    if request.method() == Method::POST {
-        match Limited::new(request.into_body(), MAX_BODY).collect().await {
-            Ok(body) => pairs.extend(form_urlencoded::parse(&body.to_bytes()).into_owned()),
+    let (parts, body) = request.into_parts();
+    let body = if parts.method == Method::POST {
+        match Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
             Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
         }
-    }
-    let params = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let outcome = run_update(state, params, basic, client, &agent).await;
+    } else {
+        Bytes::new()
+    };
+    let request = UpdateRequest::read(
+        peer.ip(),
+        &parts.headers,
+        parts.uri.query().unwrap_or("").as_bytes(),
+        &body,
+        &state.config.trusted_proxies,
+    );
+    let outcome = run_update(state, request).await;
     for answer in &outcome.answers {
         state.metrics.answer(answer);
     }
@@ -234,11 +279,27 @@ impl HostState {
 }
 
 /// A requested host name after parsing.
-enum Target {
+#[derive(Debug)]
+pub(crate) enum Target {
     /// Not a usable name: `notfqdn` for this line.
     Invalid,
     /// A host; `acme` when it was named as `_acme-challenge.HOST`.
     Host { fqdn: Name, acme: bool },
+}
+
+/// The hosts a request names: `hostname`'s list, else the user name when it
+/// is a host name (dyndns2 clients configured with the host as user name
+/// may leave `hostname` out). `Err`: the one answer for the whole request.
+pub(crate) fn targets(params: &Params, credentials: &Credentials) -> Result<Vec<Target>, Answer> {
+    let names: &[String] = match &params.hostnames {
+        Some(names) if !names.is_empty() => names,
+        _ if credentials.user.contains('.') => std::slice::from_ref(&credentials.user),
+        _ => return Err(Answer::Notfqdn),
+    };
+    if names.len() > MAX_HOSTS {
+        return Err(Answer::Numhost);
+    }
+    Ok(names.iter().map(|n| parse_target(n)).collect())
 }
 
 fn parse_target(raw: &str) -> Target {
@@ -260,24 +321,17 @@ fn seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-async fn run_update(
-    state: &State,
-    params: Params,
-    basic: Option<Credentials>,
-    client: IpAddr,
-    agent: &str,
-) -> Outcome {
-    let config = &state.config;
-    if config.require_user_agent && agent.is_empty() {
+async fn run_update(state: &State, request: UpdateRequest) -> Outcome {
+    let UpdateRequest {
+        client,
+        agent,
+        credentials,
+        params,
+    } = request;
+    let agent = agent.as_str();
+    if state.config.require_user_agent && agent.is_empty() {
         return Outcome::once(Answer::Badagent);
     }
-    let credentials = basic.or_else(|| match (&params.username, &params.password) {
-        (Some(user), Some(password)) if !user.is_empty() => Some(Credentials {
-            user: user.clone(),
-            password: password.clone(),
-        }),
-        _ => None,
-    });
     let Some(credentials) = credentials else {
         return Outcome::once(Answer::Badauth);
     };
@@ -285,17 +339,10 @@ async fn run_update(
     if let Err(wait) = state.failures_by_address.check(&address) {
         return Outcome::once(Answer::Abuse(Some(seconds(wait))));
     }
-    let names: Vec<String> = match &params.hostnames {
-        Some(names) if !names.is_empty() => names.clone(),
-        // dyndns2 clients configured with the host as user name may leave
-        // `hostname` out.
-        _ if credentials.user.contains('.') => vec![credentials.user.clone()],
-        _ => return Outcome::once(Answer::Notfqdn),
+    let targets = match targets(&params, &credentials) {
+        Ok(targets) => targets,
+        Err(answer) => return Outcome::once(answer),
     };
-    if names.len() > MAX_HOSTS {
-        return Outcome::once(Answer::Numhost);
-    }
-    let targets: Vec<Target> = names.iter().map(|n| parse_target(n)).collect();
     let user_fqdn = Name::parse(credentials.user.trim().trim_end_matches('.')).ok();
 
     // Authenticate every named host: from the host mirror when it is fresh
