@@ -16,7 +16,8 @@ pub(crate) const MAX_HOSTS: usize = 20;
 /// The update's parameters, from the query string (and a form body).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Params {
-    /// `hostname`, split on commas, empty entries dropped; `None` if absent.
+    /// `hostname`, split on commas, empty entries dropped, at most
+    /// `MAX_HOSTS + 1` kept; `None` if absent.
     pub(crate) hostnames: Option<Vec<String>>,
     /// Addresses found in `myip`, `myipv4`, `myipv6`, `ip`, `ipv6`.
     pub(crate) ipv4: Option<Ipv4Addr>,
@@ -46,6 +47,9 @@ impl Params {
                             .split(',')
                             .map(str::trim)
                             .filter(|h| !h.is_empty())
+                            // One more than allowed is enough to answer
+                            // `numhost`; a URI of 100k names costs no more.
+                            .take(MAX_HOSTS + 1)
                             .map(str::to_owned)
                             .collect(),
                     );
@@ -266,6 +270,9 @@ mod tests {
             parse_address("[2001:db8::1]"),
             Some("2001:db8::1".parse().unwrap())
         );
+        let many = "h.example,".repeat(100_000);
+        let hosts = Params::from_pairs([("hostname", many.as_str())]).hostnames;
+        assert_eq!(hosts.map(|h| h.len()), Some(MAX_HOSTS + 1));
         let long = ",".repeat(100_000);
         assert_eq!(
             Params::from_pairs([("hostname", long.as_str())]).hostnames,
