@@ -1,4 +1,5 @@
-//! TLS for the https listener: rustls (ring provider) from a PEM
+//! TLS for the https listener: rustls (aws-lc-rs provider, its default,
+//! with the post-quantum X25519MLKEM768 key exchange first) from a PEM
 //! certificate chain and a PEM private key, HTTP/1.1 only.
 //!
 //! The pair is loaded at start and loaded again when either file changes
@@ -102,7 +103,7 @@ impl std::fmt::Debug for Certificates {
 impl Certificates {
     /// Loads the pair; an error names the file and the reason.
     pub(crate) fn open(cert: &Path, key: &Path) -> Result<Arc<Certificates>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         // Stamped before reading: a change after the stamp shows at the next check.
         let stamps = [stamp(cert), stamp(key)];
         let loaded = load(cert, key, &provider)?;
@@ -207,6 +208,10 @@ mod tests {
     /// A new self-signed pair from `openssl req` (the test suite installs
     /// openssl): `DIR/NAME.crt`, `DIR/NAME.key`.
     fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        pair_with(dir, name, &[])
+    }
+
+    fn pair_with(dir: &Path, name: &str, extensions: &[&str]) -> (PathBuf, PathBuf) {
         let (cert, key) = (
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),
@@ -220,6 +225,7 @@ mod tests {
                 "-pkeyopt",
                 "ec_paramgen_curve:prime256v1",
             ])
+            .args(extensions.iter().flat_map(|e| ["-addext", e]))
             .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
             .arg(&key)
             .arg("-out")
@@ -329,5 +335,80 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let e = Certificates::open(&missing, &b_key).unwrap_err();
         assert!(e.to_string().contains("missing.pem"), "{e}");
+    }
+
+    /// Through a real handshake: a client that offers the post-quantum
+    /// hybrid X25519MLKEM768 (Chrome, Firefox, curl on OpenSSL 3.5, Go)
+    /// gets it, and a client that offers only classical groups (routers'
+    /// OpenSSL 1.1 or mbedTLS) still gets X25519.
+    #[tokio::test]
+    async fn post_quantum_key_exchange_is_preferred() {
+        use rustls::NamedGroup;
+        use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+        use rustls::pki_types::ServerName;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        // A leaf that webpki accepts as its own trust anchor.
+        let (cert, key) = pair_with(
+            dir.path(),
+            "a",
+            &[
+                "subjectAltName=DNS:localhost",
+                "basicConstraints=critical,CA:FALSE",
+            ],
+        );
+        let acceptor = Certificates::open(&cert, &key).unwrap().acceptor().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&cert)).unwrap();
+        let roots = Arc::new(roots);
+        for (groups, expected) in [
+            (
+                vec![kx_group::X25519MLKEM768, kx_group::X25519],
+                NamedGroup::X25519MLKEM768,
+            ),
+            (
+                vec![kx_group::X25519, kx_group::SECP256R1],
+                NamedGroup::X25519,
+            ),
+        ] {
+            let provider = rustls::crypto::CryptoProvider {
+                kx_groups: groups,
+                ..default_provider()
+            };
+            let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let acceptor = acceptor.clone();
+            let server = tokio::spawn(async move {
+                let mut stream = acceptor.accept(server_io).await.unwrap();
+                let mut byte = [0; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                stream.write_all(&byte).await.unwrap();
+                stream.flush().await.unwrap();
+                stream
+                    .get_ref()
+                    .1
+                    .negotiated_key_exchange_group()
+                    .map(|g| g.name())
+            });
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut stream = connector.connect(name, client_io).await.unwrap();
+            stream.write_all(b"x").await.unwrap();
+            let mut byte = [0; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            assert_eq!(&byte, b"x");
+            let client_saw = stream
+                .get_ref()
+                .1
+                .negotiated_key_exchange_group()
+                .map(|g| g.name());
+            assert_eq!(client_saw, Some(expected));
+            assert_eq!(server.await.unwrap(), Some(expected));
+        }
     }
 }
