@@ -103,6 +103,8 @@ pub const HOST_PAGE_SIZE: usize = 10_000;
 /// "try again later" (`911`) before the client gives up; a healthy pool
 /// never needs this long.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A MySQL/MariaDB connection idle at least this long is pinged before use.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The handle to the database. Cheap to clone; all clones share one pool.
 #[derive(Clone)]
@@ -277,6 +279,23 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx pings every connection before it hands it out, one
+                // more round trip on the path of every query (a host-mirror
+                // poll, a commit batch). A connection that answered within
+                // STALE_AFTER is as good as that answer (sqlx also pings
+                // each one as it is released); only one idle longer (a
+                // server restart, `wait_timeout`, a dropped NAT entry) is
+                // pinged first, and a failed ping closes it and takes
+                // another.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= STALE_AFTER {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // Times are written by the store as integers, but
