@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Counts what MariaDB runs per changed address: one client (curl) changes
-# one host N times in a row through `ddserver serve`, and MariaDB's global
-# status counters are read before and after (statements, pings, prepares).
+# Counts what MariaDB runs per update: one client (curl) sends N updates of
+# one host in a row through `ddserver serve`, and MariaDB's global status
+# counters are read before and after (statements, pings, prepares).
+# MODE: change (a new address each time, the default), nochg (the same
+# address), wrong (a wrong password).
 # The counters are server-wide: run it on a MariaDB server nothing else
 # uses. The idle background polls of the N changes' duration are included.
 #
 #   cargo build --release --bin ddserver
-#   bench/mariadb_statements.sh            # BIN, N (200), MYSQL_URL
+#   bench/mariadb_statements.sh            # BIN, N (200), MODE, MYSQL_URL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ddserver}
 N=${N:-200}
+MODE=${MODE:-change}
 MYSQL_URL=${MYSQL_URL:-mysql://root@127.0.0.1:3306}
 [ -x "$BIN" ] || { echo "build $BIN first (cargo build --release --bin ddserver)" >&2; exit 1; }
 work=$(mktemp -d)
@@ -31,6 +34,9 @@ cat > "$work/ddserver.toml" <<TOML
 listen = ["127.0.0.1:$http_port"]
 changes_per_host = 100000
 changes_refill = 1
+failed_auth_per_address = 100000
+failed_auth_per_host = 100000
+failed_auth_refill = 1
 
 [database]
 url = "$MYSQL_URL/$database"
@@ -54,7 +60,9 @@ for _ in $(seq 1 300); do
     curl -s -o /dev/null "$url/healthz" && break
     sleep 0.1
 done
-update() { curl -s -o /dev/null -u bench:bench-secret "$url/nic/update?hostname=h1.dyn.example.net&myip=$1"; }
+update() { # ADDRESS [SECRET]
+    curl -s -o /dev/null -u "bench:${2:-bench-secret}" "$url/nic/update?hostname=h1.dyn.example.net&myip=$1"
+}
 # The first update verifies the credentials (argon2) and warms the caches.
 update 10.0.0.1
 sleep 1.5
@@ -66,9 +74,14 @@ counters() {
 counters > "$work/before"
 start=$(date +%s.%N)
 for i in $(seq 1 "$N"); do
-    update "10.1.$((i / 250)).$((i % 250))"
+    case $MODE in
+        change) update "10.1.$((i / 250)).$((i % 250))" ;;
+        nochg) update 10.0.0.1 ;;
+        wrong) update 10.0.0.1 wrong-secret ;;
+        *) echo "MODE must be change, nochg or wrong" >&2; exit 2 ;;
+    esac
 done
 end=$(date +%s.%N)
 counters > "$work/after"
-echo "# $N changes of one host, one at a time, in $(echo "$end - $start" | bc) s"
-join "$work/before" "$work/after" | awk -v n="$N" '{printf "%-20s %6.2f per change\n", $1, ($3 - $2) / n}'
+echo "# $N updates ($MODE) of one host, one at a time, in $(echo "$end - $start" | bc) s"
+join "$work/before" "$work/after" | awk -v n="$N" '{printf "%-20s %6.2f per update\n", $1, ($3 - $2) / n}'
