@@ -20,6 +20,10 @@
 # waits that long after each answer: a paced load of about
 # CONNS * 1000 / PACE_MS requests/s instead of as many as wrk can send),
 # PERF (a directory: profile the server during each measured mode).
+# MODES=statements (DB=mariadb): what MariaDB runs per update (statements,
+# pings, prepares, from its global status counters, so run it on a server
+# nothing else uses): N (200) updates of h1, one at a time with curl, for
+# `nochg`, a changed address and a wrong password.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ddserver}
@@ -220,6 +224,32 @@ for mode in ${MODES:-http empty nochg flood change wrong served}; do
         served)
             echo "## good -> served"
             python3 bench/updater/served_delay.py "$http_port" "$dns_port" "$auth" "$HOSTS" "$SAMPLES" ;;
+        statements)
+            [ "$DB" = mariadb ] || { echo "MODES=statements needs DB=mariadb" >&2; exit 2; }
+            counters() {
+                mariadb -h127.0.0.1 -uroot -N -e "SHOW GLOBAL STATUS WHERE Variable_name IN
+                    ('Questions', 'Com_stmt_execute', 'Com_stmt_prepare', 'Com_admin_commands',
+                     'Com_select', 'Com_insert', 'Com_update', 'Com_delete', 'Com_begin', 'Com_commit')"
+            }
+            for kind in nochg change wrong; do
+                counters > "$work/before"
+                start=$(date +%s.%N)
+                for i in $(seq 1 "${N:-200}"); do
+                    case $kind in
+                        nochg) ip=192.0.2.1 secret=$SECRET ;;
+                        change) ip=10.1.$((i / 250)).$((i % 250)) secret=$SECRET ;;
+                        wrong) ip=192.0.2.1 secret=wrong ;;
+                    esac
+                    curl -s -o /dev/null -u "bench:$secret" "$url/nic/update?hostname=h1.$ZONE&myip=$ip"
+                done
+                end=$(date +%s.%N)
+                counters > "$work/after"
+                echo "## statements: ${N:-200} updates ($kind) of one host, one at a time, in $(echo "$end - $start" | bc) s"
+                join "$work/before" "$work/after" |
+                    awk -v n="${N:-200}" '{printf "%-20s %6.2f per update\n", $1, ($3 - $2) / n}'
+                # Put h1 back where the other modes expect it.
+                curl -s -o /dev/null -u "bench:$SECRET" "$url/nic/update?hostname=h1.$ZONE&myip=192.0.2.1"
+            done ;;
         *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
 done
