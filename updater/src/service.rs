@@ -151,11 +151,11 @@ impl UpdateRequest {
             .unwrap_or("")
             .trim()
             .to_owned();
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query)
+        // Borrowed from the request unless percent-decoding changed them.
+        let pairs: Vec<_> = form_urlencoded::parse(query)
             .chain(form_urlencoded::parse(body))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let params = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let params = Params::from_pairs(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         let credentials = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| auth::parse_basic(v.as_bytes()))
