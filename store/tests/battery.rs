@@ -1689,9 +1689,19 @@ async fn change_log_order_and_serial_bumps(store: &Store) {
         panic!("expected ChangesPruned, got {err}");
     };
     assert_eq!(pruned_through, changes[changes.len() - 2].serial);
+    // So is a reader inside the pruned part: the entry after its serial
+    // is gone.
+    let err = store
+        .changes_since(pruned_through - 1, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ChangesPruned { .. }), "{err}");
     let tail = store.changes_since(pruned_through, 10).await.unwrap();
     assert_eq!(tail.len(), 2);
     assert_eq!(tail[0].serial, latest);
+    // A reader that has everything gets nothing, not an error.
+    let newest = store.latest_serial().await.unwrap();
+    assert!(store.changes_since(newest, 10).await.unwrap().is_empty());
 }
 
 async fn concurrent_writers(store: &Store) {
