@@ -104,13 +104,15 @@ pub(crate) async fn fetch_host(
 /// each statement rather than one per length. The text holds only
 /// placeholders, hence `AssertSqlSafe`.
 const IN_LIST_SIZES: [usize; 4] = [1, 8, 64, 256];
+/// The longest `IN (...)` list, the most ids one [`by_id_query`] takes.
+pub(crate) const MAX_IN_LIST: usize = IN_LIST_SIZES[IN_LIST_SIZES.len() - 1];
 
 fn in_list_size(len: usize) -> usize {
     IN_LIST_SIZES
         .iter()
         .copied()
         .find(|&size| size >= len)
-        .unwrap_or(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1])
+        .unwrap_or(MAX_IN_LIST)
 }
 
 fn in_list(size: usize) -> String {
@@ -123,7 +125,7 @@ const TXT_BY_HOST_IDS: &str =
 
 /// `sql` with `{ids}` replaced by the placeholders of `ids` (1 to 256 of
 /// them), the list padded to the next of [`IN_LIST_SIZES`].
-fn by_id_query(
+pub(crate) fn by_id_query(
     sql: &str,
     ids: &[i64],
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
@@ -202,7 +204,7 @@ async fn host_keys(
     fqdns: &[&Name],
 ) -> Result<HashMap<String, HostKey>, StoreError> {
     let mut keys = HashMap::with_capacity(fqdns.len());
-    for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+    for chunk in fqdns.chunks(MAX_IN_LIST) {
         let names: Vec<&str> = chunk.iter().map(|n| n.as_str()).collect();
         let query = by_fqdn_query(host_key_select!(), &names);
         for row in query.fetch_all(&mut *conn).await? {
@@ -494,7 +496,7 @@ impl Store {
     pub async fn hosts_by_fqdn(&self, fqdns: &[Name]) -> Result<Vec<Host>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut found = Vec::with_capacity(fqdns.len());
-        for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        for chunk in fqdns.chunks(MAX_IN_LIST) {
             let rows = rows_by_fqdn(&mut conn, host_select!(), chunk).await?;
             let mut hosts = rows
                 .iter()
@@ -902,7 +904,7 @@ impl Store {
     ) -> Result<Vec<HostCredential>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut found = Vec::with_capacity(fqdns.len());
-        for chunk in fqdns.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+        for chunk in fqdns.chunks(MAX_IN_LIST) {
             for row in rows_by_fqdn(&mut conn, credential_select!(), chunk).await? {
                 found.push(credential_from_row(&row)?);
             }
@@ -1266,7 +1268,7 @@ async fn commit_states(
             key.id
         })
         .collect();
-    for chunk in ids.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+    for chunk in ids.chunks(MAX_IN_LIST) {
         for row in by_id_query(TXT_BY_HOST_IDS, chunk)
             .fetch_all(&mut *conn)
             .await?
@@ -1278,7 +1280,7 @@ async fn commit_states(
     }
     let mut states = CommitStates::default();
     let zone_ids: Vec<i64> = zone_names.keys().copied().collect();
-    for chunk in zone_ids.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+    for chunk in zone_ids.chunks(MAX_IN_LIST) {
         let sql = "SELECT id, serial FROM zones WHERE id IN ({ids})";
         for row in by_id_query(sql, chunk).fetch_all(&mut *conn).await? {
             let id: i64 = row.try_get(0)?;
@@ -1311,7 +1313,7 @@ async fn write_host_states(
     hosts: &[&HostKey],
     at: i64,
 ) -> Result<(), StoreError> {
-    for chunk in hosts.chunks(IN_LIST_SIZES[IN_LIST_SIZES.len() - 1]) {
+    for chunk in hosts.chunks(MAX_IN_LIST) {
         let size = in_list_size(chunk.len());
         let cases = vec!["WHEN ? THEN ?"; size].join(" ");
         let sql = format!(

@@ -706,13 +706,15 @@ pub(crate) async fn log_changes(
     now: i64,
 ) -> Result<Vec<u64>, StoreError> {
     let mut serials = Vec::with_capacity(changes.len());
-    for &zone_id in zone_ids {
-        // RFC 1982 serial arithmetic: add one modulo 2^32.
-        sqlx::query(
+    // RFC 1982 serial arithmetic: add one modulo 2^32. One statement for
+    // every zone the transaction touched (a batch of routers' updates may
+    // span several zones), not one per zone.
+    for chunk in zone_ids.chunks(crate::hosts::MAX_IN_LIST) {
+        crate::hosts::by_id_query(
             "UPDATE zones SET serial = CASE WHEN serial >= 4294967295 THEN 0 ELSE serial + 1 END \
-             WHERE id = ?",
+             WHERE id IN ({ids})",
+            chunk,
         )
-        .bind(zone_id)
         .execute(&mut **tx)
         .await?;
     }

@@ -2254,6 +2254,31 @@ async fn updater_batch_credentials_and_seen(store: &Store) {
     assert!(!again[0].as_ref().unwrap().changed);
     assert_eq!(store.latest_serial().await.unwrap(), serial);
 
+    // A batch across two zones bumps each zone's serial once.
+    store
+        .add_zone(&admin(), new_zone("two.example.org"))
+        .await
+        .unwrap();
+    store
+        .add_host(&admin(), new_host("x.two.example.org", "alice"), None)
+        .await
+        .unwrap();
+    let (one, two) = (
+        serial_of(store, "dyn.example.org").await,
+        serial_of(store, "two.example.org").await,
+    );
+    let both = store
+        .update_hosts(&[
+            update("a.dyn.example.org", Some("192.0.2.11"), None),
+            update("x.two.example.org", Some("192.0.2.12"), None),
+            update("b.dyn.example.org", Some("192.0.2.13"), None),
+        ])
+        .await
+        .unwrap();
+    assert!(both.iter().all(|r| r.as_ref().unwrap().changed));
+    assert_eq!(serial_of(store, "dyn.example.org").await, one + 1);
+    assert_eq!(serial_of(store, "two.example.org").await, two + 1);
+
     // Last-seen times in one statement, never backwards.
     let b = store
         .host_credential(&name("b.dyn.example.org"))
