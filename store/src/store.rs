@@ -119,6 +119,9 @@ pub struct Store {
     /// SQLite files: the URL the pool was opened with, for a
     /// [`CommitProbe`] (`None` for MySQL/MariaDB and in-memory SQLite).
     sqlite_file: Option<Arc<str>>,
+    /// MySQL/MariaDB: the connection [`Store::changes_since`] keeps for
+    /// itself, outside the pool (see there).
+    poll_connection: Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -273,6 +276,7 @@ impl Store {
                 group: Arc::default(),
                 checkpointing: (!memory).then(Arc::default),
                 sqlite_file: (!memory).then(|| url.as_str().into()),
+                poll_connection: Arc::default(),
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -315,6 +319,7 @@ impl Store {
                 group: Arc::default(),
                 checkpointing: None,
                 sqlite_file: None,
+                poll_connection: Arc::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -511,10 +516,51 @@ impl Store {
              WHERE serial > ? ORDER BY serial LIMIT {}",
             limit.max(1)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to_i64(serial)?)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql: Arc<str> = sql.into();
+        let after = to_i64(serial)?;
+        let query = || sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after);
+        // On MySQL/MariaDB the poll runs on a connection kept for it outside
+        // the pool: sqlx pings every pooled connection as it is released, a
+        // second round trip per poll that cost the updater about 30 µs and
+        // MariaDB about 25 µs of CPU per lone `nochg`, and a sixth of the
+        // `nochg` rate at 64 connections (bench/README.md, "A connection
+        // kept for the change-log poll"). A caller that finds it in use
+        // (the updater's mirror and the responder's catch-up share a store
+        // in `serve`) takes a pooled one rather than wait. A kept
+        // connection that fails (a restarted server) is dropped and the
+        // poll retried once on a pooled one, which the pool pings first if
+        // it was idle; one that is cancelled mid-query is dropped too.
+        // SQLite keeps to the pool: an in-memory database lives in its one
+        // pooled connection, and its release check is a thread hop, not a
+        // network round trip.
+        let rows = match self.poll_connection.try_lock() {
+            Ok(mut kept) if self.backend == Backend::MySql => {
+                let reused = kept.take();
+                let was_kept = reused.is_some();
+                let mut conn = match reused {
+                    Some(conn) => conn,
+                    None => self.pool.acquire().await?.detach(),
+                };
+                match query().fetch_all(&mut conn).await {
+                    Ok(rows) => {
+                        *kept = Some(conn);
+                        rows
+                    }
+                    Err(e) if was_kept => {
+                        tracing::debug!(
+                            "store: the kept change-log connection failed ({e}); retrying"
+                        );
+                        drop(conn);
+                        let mut conn = self.pool.acquire().await?.detach();
+                        let rows = query().fetch_all(&mut conn).await?;
+                        *kept = Some(conn);
+                        rows
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => query().fetch_all(&self.pool).await?,
+        };
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
