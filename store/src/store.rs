@@ -522,7 +522,7 @@ impl Store {
         // On MySQL/MariaDB the poll runs on a connection kept for it outside
         // the pool: sqlx pings every pooled connection as it is released, a
         // second round trip per poll that cost the updater about 30 µs and
-        // MariaDB about 25 µs of CPU per lone `nochg`, and a sixth of the
+        // MariaDB about 25 µs of CPU per lone `nochg`, and 13% of the
         // `nochg` rate at 64 connections (bench/README.md, "A connection
         // kept for the change-log poll"). A caller that finds it in use
         // (the updater's mirror and the responder's catch-up share a store
