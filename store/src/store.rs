@@ -120,8 +120,9 @@ pub struct Store {
     /// [`CommitProbe`] (`None` for MySQL/MariaDB and in-memory SQLite).
     sqlite_file: Option<Arc<str>>,
     /// MySQL/MariaDB: the connection [`Store::changes_since`] keeps for
-    /// itself, outside the pool (see there).
-    poll_connection: Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
+    /// itself, outside the pool (see [`Store::poll_rows`]); `None` for
+    /// SQLite, which polls through the pool.
+    poll_connection: Option<Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -276,7 +277,7 @@ impl Store {
                 group: Arc::default(),
                 checkpointing: (!memory).then(Arc::default),
                 sqlite_file: (!memory).then(|| url.as_str().into()),
-                poll_connection: Arc::default(),
+                poll_connection: None,
             })
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             let url = url.replacen("mariadb:", "mysql:", 1);
@@ -319,7 +320,7 @@ impl Store {
                 group: Arc::default(),
                 checkpointing: None,
                 sqlite_file: None,
-                poll_connection: Arc::default(),
+                poll_connection: Some(Arc::default()),
             })
         } else {
             Err(StoreError::UnsupportedUrl {
@@ -518,49 +519,9 @@ impl Store {
         );
         let sql: Arc<str> = sql.into();
         let after = to_i64(serial)?;
-        let query = || sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after);
-        // On MySQL/MariaDB the poll runs on a connection kept for it outside
-        // the pool: sqlx pings every pooled connection as it is released, a
-        // second round trip per poll that cost the updater about 30 µs and
-        // MariaDB about 25 µs of CPU per lone `nochg`, and 13% of the
-        // `nochg` rate at 64 connections (bench/README.md, "A connection
-        // kept for the change-log poll"). A caller that finds it in use
-        // (the updater's mirror and the responder's catch-up share a store
-        // in `serve`) takes a pooled one rather than wait. A kept
-        // connection that fails (a restarted server) is dropped and the
-        // poll retried once on a pooled one, which the pool pings first if
-        // it was idle; one that is cancelled mid-query is dropped too.
-        // SQLite keeps to the pool: an in-memory database lives in its one
-        // pooled connection, and its release check is a thread hop, not a
-        // network round trip.
-        let rows = match self.poll_connection.try_lock() {
-            Ok(mut kept) if self.backend == Backend::MySql => {
-                let reused = kept.take();
-                let was_kept = reused.is_some();
-                let mut conn = match reused {
-                    Some(conn) => conn,
-                    None => self.pool.acquire().await?.detach(),
-                };
-                match query().fetch_all(&mut conn).await {
-                    Ok(rows) => {
-                        *kept = Some(conn);
-                        rows
-                    }
-                    Err(e) if was_kept => {
-                        tracing::debug!(
-                            "store: the kept change-log connection failed ({e}); retrying"
-                        );
-                        drop(conn);
-                        let mut conn = self.pool.acquire().await?.detach();
-                        let rows = query().fetch_all(&mut conn).await?;
-                        *kept = Some(conn);
-                        rows
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            _ => query().fetch_all(&self.pool).await?,
-        };
+        let rows = self
+            .poll_rows(|| sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(after))
+            .await?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -590,6 +551,44 @@ impl Store {
             });
         }
         Ok(changes)
+    }
+
+    /// The rows of a change-log poll's `query`. On MySQL/MariaDB it runs on
+    /// a connection kept for it outside the pool: sqlx pings every pooled
+    /// connection as it is released, a second round trip per poll that cost
+    /// the updater about 30 µs and MariaDB about 25 µs of CPU per lone
+    /// `nochg`, and 13% of the `nochg` rate at 64 connections
+    /// (bench/README.md, "A connection kept for the change-log poll"). A
+    /// caller that finds it in use (the updater's mirror and the responder's
+    /// catch-up share a store in `serve`) takes a pooled one rather than
+    /// wait. A kept connection that fails (a restarted server) is dropped
+    /// and the poll retried once on a new one, which the pool pings first
+    /// if it was idle; one cancelled mid-query is dropped too. SQLite keeps
+    /// to the pool: an in-memory database lives in its one pooled
+    /// connection, and its release check is a thread hop, not a network
+    /// round trip.
+    async fn poll_rows<'q>(
+        &self,
+        query: impl Fn() -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let Some(Ok(mut kept)) = self.poll_connection.as_ref().map(|c| c.try_lock()) else {
+            return Ok(query().fetch_all(&self.pool).await?);
+        };
+        if let Some(mut conn) = kept.take() {
+            match query().fetch_all(&mut conn).await {
+                Ok(rows) => {
+                    *kept = Some(conn);
+                    return Ok(rows);
+                }
+                Err(e) => {
+                    tracing::debug!("store: the kept change-log connection failed ({e}); retrying");
+                }
+            }
+        }
+        let mut conn = self.pool.acquire().await?.detach();
+        let rows = query().fetch_all(&mut conn).await?;
+        *kept = Some(conn);
+        Ok(rows)
     }
 
     /// Deletes change-log entries committed before `older_than` (unix
